@@ -1,0 +1,9 @@
+"""monai_crossd: Cross-D Conv (arXiv 2411.02441) for MONAI."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import networks  # noqa: E402  (registers Conv["crossd", ...])
+
+__all__ = ["__version__", "networks"]

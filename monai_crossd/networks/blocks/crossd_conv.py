@@ -1,0 +1,309 @@
+"""Cross-D Conv: one learnable 3D knowledge base serving 2D and 3D convolutions.
+
+Yavuz & Yang, "Cross-D Conv: Cross-Dimensional Transferable Knowledge Base via Fourier Shifting
+Operation", arXiv 2411.02441. A rotation network reads the input and predicts, per sample, an axis
+and an angle; the knowledge base ``U`` is phase-shifted in the Fourier domain accordingly (computed
+here as an exact fractional circular shift, see :mod:`monai_crossd.networks.layers.fourier_shift`).
+2D inputs are convolved with the middle plane of the shifted kernel, 3D inputs with all of it, so a
+2D-trained layer is a 3D layer with the same ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from monai_crossd.networks.layers.fourier_shift import (
+    axis_angle_from_params,
+    linear_rotation_matrix,
+    shift_from_rotation,
+    shift_kernel,
+)
+from monai_crossd.networks.layers.per_sample_conv import per_sample_conv
+
+__all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+KERNEL_3D_MODES = ("shifted", "raw")
+DEPTH_INITS = ("zeros", "replicate")
+
+
+def _choice(value: str, options: Sequence[str], name: str) -> str:
+    if value in options:
+        return value
+    close = difflib.get_close_matches(str(value), options, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"`{name}` should be one of {tuple(options)}, got {value!r}.{hint}")
+
+
+def _tuple(value: Sequence[int] | int, n: int, name: str) -> tuple[int, ...]:
+    out = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(out) != n or not all(isinstance(v, int) and v >= 0 for v in out):
+        raise ValueError(f"`{name}` should be a non-negative int or a sequence of {n} ints, got {value!r}.")
+    return out
+
+
+class RotationNetwork(nn.Sequential):
+    """The paper's rotation network: 1x1 conv ``in -> 16``, BatchNorm, ReLU, 1x1 conv ``16 -> 4``, then Eq. 1.
+
+    The layers are 2D and pointwise; a 3D input ``(B, C, D, H, W)`` is viewed as ``(B, C, D, H * W)``,
+    which gives exactly the 3D pointwise result (BatchNorm statistics included) with 2D-shaped
+    parameters, so the 2D and 3D layers share one ``state_dict``.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int = 16) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, hidden_channels, 1),
+            nn.BatchNorm2d(hidden_channels),
+            nn.ReLU(),
+            nn.Conv2d(hidden_channels, 4, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *spatial) -> (B, 4)``: the softmax-weighted spatial sum of each output map (Eq. 1)."""
+        if x.ndim == 5:
+            x = x.flatten(3)
+        maps = super().forward(x).flatten(2)  # (B, 4, N)
+        return (maps * torch.softmax(maps, dim=-1)).sum(-1)
+
+    def reset_to_identity(self) -> None:
+        """Make the predicted angle zero for every input (``R = I``) with a fixed axis along the first
+        kernel axis, so that gradients for the axis are well defined once the angle moves."""
+        last = self[3]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
+class CrossDConv(nn.Module):
+    """Cross-D convolution for 2D (``(B, C, H, W)``) or 3D (``(B, C, D, H, W)``) inputs.
+
+    Parameters look like a 3D convolution's (``weight`` ``(O, C / groups, K, K, K)`` and ``bias``) plus
+    ``rotation_net``. The first kernel axis is the through-plane (depth) axis: in 3D it runs along the
+    first spatial dimension ``D``, and the 2D kernel is the middle plane ``K // 2`` of that axis.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: number of input channels ``C``.
+        out_channels: number of output channels ``O``.
+        kernel_size: ``K``, an int or a sequence of equal ints (the knowledge base is cubic).
+        stride: as ``nn.Conv2d``/``nn.Conv3d``. Defaults to 1.
+        padding: an int, a sequence of ``spatial_dims`` ints, ``"same"`` or ``"valid"``. Defaults to 0.
+        dilation: as ``nn.Conv2d``/``nn.Conv3d``. Defaults to 1.
+        groups: as ``nn.Conv2d``/``nn.Conv3d``. Defaults to 1.
+        bias: add a learnable bias. Defaults to True.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``. Defaults to ``"zeros"``.
+        rotation: predict a rotation per sample (the paper). ``False`` gives ``R = I``: a static
+            kernel, the knowledge base rolled by one voxel on each axis. Defaults to True.
+        kernel_3d: for 3D inputs, ``"shifted"`` convolves with the shifted knowledge base ``U'`` (whose
+            middle plane is the 2D kernel); ``"raw"`` reproduces the authors' 3D protocol: ``U`` used
+            as a plain ``Conv3d`` weight, no rotation. Defaults to ``"shifted"``.
+        rotation_channels: hidden width of the rotation network. Defaults to 16 (the paper).
+
+    Example:
+        >>> layer = CrossDConv(2, in_channels=4, out_channels=8, kernel_size=3, padding=1)
+        >>> layer(torch.randn(2, 4, 32, 32)).shape
+        torch.Size([2, 8, 32, 32])
+        >>> volume = CrossDConv(3, 4, 8, 3, padding=1)
+        >>> volume.load_state_dict(layer.state_dict())
+        <All keys matched successfully>
+        >>> volume(torch.randn(2, 4, 16, 32, 32)).shape
+        torch.Size([2, 8, 16, 32, 32])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Sequence[int] | int,
+        stride: Sequence[int] | int = 1,
+        padding: Sequence[int] | int | str = 0,
+        dilation: Sequence[int] | int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        rotation: bool = True,
+        kernel_3d: str = "shifted",
+        rotation_channels: int = 16,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"`spatial_dims` should be 2 or 3, got {spatial_dims!r}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` should be a positive int, got {value!r}.")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"`in_channels` ({in_channels}) and `out_channels` ({out_channels}) should be divisible by "
+                f"`groups` ({groups})."
+            )
+        ks = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if len(set(ks)) != 1 or not isinstance(ks[0], int) or ks[0] < 1:
+            raise ValueError(f"`kernel_size` should be a positive int or equal ints (a cubic kernel), got {kernel_size!r}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = ks[0]
+        self.stride = _tuple(stride, spatial_dims, "stride")
+        self.dilation = _tuple(dilation, spatial_dims, "dilation")
+        if isinstance(padding, str):
+            padding = _choice(padding, ("same", "valid"), "padding")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(f"`padding='same'` needs `stride` 1, got {stride!r}.")
+        else:
+            padding = _tuple(padding, spatial_dims, "padding")
+        self.padding = padding
+        self.padding_mode = _choice(padding_mode, PADDING_MODES, "padding_mode")
+        self.rotation = bool(rotation)
+        self.kernel_3d = _choice(kernel_3d, KERNEL_3D_MODES, "kernel_3d")
+
+        k = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, k, k, k))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.rotation_net = RotationNetwork(in_channels, rotation_channels)
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+            f"padding_mode={self.padding_mode!r}, rotation={self.rotation}, kernel_3d={self.kernel_3d!r}"
+        )
+
+    def _plane(self) -> int | None:
+        return self.kernel_size // 2 if self.spatial_dims == 2 else None
+
+    def predict_shift(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample shift ``d = R^T (1, 1, 1)`` from the rotation network, ``(B, 3)``."""
+        params = self.rotation_net(x)
+        if params.dtype in (torch.float16, torch.bfloat16):
+            params = params.float()  # trigonometry and normalisation in full precision under autocast
+        axis, angle = axis_angle_from_params(params)
+        return shift_from_rotation(linear_rotation_matrix(axis, angle))
+
+    def static_kernel(self) -> torch.Tensor:
+        """The kernel at ``R = I``: ``U`` rolled by one voxel on each axis (its middle plane in 2D).
+
+        Returns:
+            ``(O, C / groups, K, K)`` for ``spatial_dims=2``, ``(O, C / groups, K, K, K)`` for 3.
+        """
+        if self.spatial_dims == 3 and self.kernel_3d == "raw":
+            return self.weight
+        rolled = torch.roll(self.weight, shifts=(1, 1, 1), dims=(2, 3, 4))
+        return rolled[:, :, self.kernel_size // 2] if self.spatial_dims == 2 else rolled
+
+    def kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernels applied to ``x``: ``(B, O, C / groups, K, K[, K])``, or a shared static kernel."""
+        if not self.rotation or (self.spatial_dims == 3 and self.kernel_3d == "raw"):
+            return self.static_kernel()
+        return shift_kernel(self.weight, self.predict_shift(x).to(self.weight.dtype), plane=self._plane())
+
+    def _padding(self) -> tuple[tuple[int, int], ...]:
+        if self.padding == "valid":
+            return ((0, 0),) * self.spatial_dims
+        if self.padding == "same":
+            totals = [d * (self.kernel_size - 1) for d in self.dilation]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        return tuple((p, p) for p in self.padding)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"`x` should be a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim != self.spatial_dims + 2:
+            layout = "(B, C, H, W)" if self.spatial_dims == 2 else "(B, C, D, H, W)"
+            raise ValueError(
+                f"`x` should be {self.spatial_dims + 2}D {layout} for spatial_dims={self.spatial_dims}, "
+                f"got shape {tuple(x.shape)}."
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"`x` should have {self.in_channels} channels (dim 1), got shape {tuple(x.shape)}.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, O, H', W')`` or ``(B, C, D, H, W) -> (B, O, D', H', W')``."""
+        self._check_input(x)
+        kernels = self.kernels(x)
+        pads = self._padding()
+        if self.padding_mode == "zeros" and all(lo == hi for lo, hi in pads):
+            padding = tuple(lo for lo, _ in pads)
+        else:
+            flat = [p for pair in reversed(pads) for p in pair]
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, flat, mode=mode)
+            padding = 0
+        return per_sample_conv(x, kernels, self.bias, self.stride, padding, self.dilation, self.groups)
+
+    @classmethod
+    def from_conv(
+        cls, conv: nn.Conv2d, spatial_dims: int = 2, depth_init: str = "zeros", **kwargs
+    ) -> CrossDConv:
+        """A Cross-D layer that computes what ``conv`` computes, at initialisation.
+
+        The rotation network starts at ``R = I`` (its last layer's weight is zero), where the shifted
+        kernel is ``U`` rolled by one voxel on each axis; ``conv.weight`` is placed (rolled back) in
+        plane ``K // 2 - 1`` of ``U`` so that the middle plane of the shifted kernel is exactly
+        ``conv.weight``. The other planes of ``U`` hold zeros (``depth_init="zeros"``: the 3D layer then
+        applies ``conv`` to each depth slice) or copies of the same plane (``"replicate"``: the 3D
+        kernel repeats the 2D one along depth, I3D-style inflation without the ``1 / K`` factor).
+
+        Args:
+            conv: an ``nn.Conv2d`` with a square kernel.
+            spatial_dims: of the returned layer. Defaults to 2.
+            depth_init: ``"zeros"`` or ``"replicate"``. Defaults to ``"zeros"``.
+            kwargs: other ``CrossDConv`` arguments (``rotation``, ``kernel_3d``, ...).
+
+        Returns:
+            the layer, on ``conv``'s device and dtype.
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"`conv` should be an nn.Conv2d, got {type(conv).__name__}.")
+        if conv.kernel_size[0] != conv.kernel_size[1]:
+            raise ValueError(f"`conv` should have a square kernel, got kernel_size={conv.kernel_size}.")
+        depth_init = _choice(depth_init, DEPTH_INITS, "depth_init")
+        padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+        if spatial_dims == 3 and not isinstance(padding, str):
+            padding = (padding[0], *padding)
+        expand = (lambda v: (v[0], *v)) if spatial_dims == 3 else (lambda v: v)
+        layer = cls(
+            spatial_dims,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0],
+            stride=expand(tuple(conv.stride)),
+            padding=padding,
+            dilation=expand(tuple(conv.dilation)),
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            **kwargs,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        k = layer.kernel_size
+        with torch.no_grad():
+            plane = torch.roll(conv.weight, shifts=(-1, -1), dims=(2, 3))
+            layer.weight.zero_()
+            if depth_init == "replicate":
+                layer.weight.copy_(plane.unsqueeze(2).expand_as(layer.weight))
+            else:
+                layer.weight[:, :, (k // 2 - 1) % k] = plane
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        layer.rotation_net.reset_to_identity()
+        return layer
+
+
+class CrossDConv2d(CrossDConv):
+    """:class:`CrossDConv` with ``spatial_dims=2`` fixed: the signature of ``nn.Conv2d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int] | int, **kwargs) -> None:
+        super().__init__(2, in_channels, out_channels, kernel_size, **kwargs)
+
+
+class CrossDConv3d(CrossDConv):
+    """:class:`CrossDConv` with ``spatial_dims=3`` fixed: the signature of ``nn.Conv3d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int] | int, **kwargs) -> None:
+        super().__init__(3, in_channels, out_channels, kernel_size, **kwargs)

@@ -1,0 +1,176 @@
+"""The Fourier shifting operation of Cross-D Conv (Yavuz & Yang, arXiv 2411.02441, Eqs. 2-8), without FFT.
+
+The paper rotates the frequency grid of the 3D knowledge base ``U`` with a linearised rotation
+``R = I + theta [k]x`` and multiplies its spectrum by ``exp(-2 pi i (f'_x + f'_y + f'_z))`` with
+``f' = R f``. Because ``f'_x + f'_y + f'_z = (R^T 1) . f``, the phase factor is separable:
+``Phi(f) = prod_j exp(-2 pi i d_j f_j)`` with ``d = R^T (1, 1, 1)``. The shifted kernel
+``U' = Re(iFFT(FFT(U) Phi))`` is therefore ``U`` circularly translated by the (fractional) vector
+``d``, one ``K x K`` operator per kernel axis and per sample:
+
+    S_j[m, a] = 1/K sum_f exp(2 pi i f (m - a - d_j)),  f in fftfreq(K)
+
+For odd ``K`` the frequencies are symmetric and ``S_j`` is real. For even ``K`` the Nyquist
+frequency has no partner, ``S_j`` is complex, and the real part of the triple product is taken
+exactly as the paper's ``.real`` does. At ``theta = 0`` ``d = (1, 1, 1)``: a roll by one voxel.
+
+All functions here are pure and differentiable; no complex tensor is created.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "axis_angle_from_params",
+    "linear_rotation_matrix",
+    "shift_from_rotation",
+    "shift_operators",
+    "apply_shift",
+    "shift_kernel",
+]
+
+
+def axis_angle_from_params(params: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn the aggregated rotation-network output into an axis and an angle (paper, Sec. III-A).
+
+    Args:
+        params: ``(B, 4)`` raw ``(k_x, k_y, k_z, theta)`` per sample.
+        eps: added to the axis norm before division. Defaults to 1e-8 (the authors' value).
+
+    Returns:
+        axis ``(B, 3)`` normalised to unit length and angle ``(B,)`` in ``[-pi/4, pi/4]``.
+    """
+    if params.ndim != 2 or params.shape[-1] != 4:
+        raise ValueError(f"`params` should have shape (B, 4), got {tuple(params.shape)}.")
+    k = params[:, :3]
+    axis = k / (k.norm(dim=1, keepdim=True) + eps)
+    angle = torch.tanh(params[:, 3]) * (math.pi / 4)
+    return axis, angle
+
+
+def linear_rotation_matrix(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Linearised Rodrigues rotation ``R = I + theta [k]x`` (paper, Eq. 3).
+
+    Args:
+        axis: ``(B, 3)`` rotation axes.
+        angle: ``(B,)`` angles in radians.
+
+    Returns:
+        ``(B, 3, 3)`` matrices.
+    """
+    kx, ky, kz = axis.unbind(dim=1)
+    zero = torch.zeros_like(kx)
+    skew = torch.stack(
+        [torch.stack([zero, -kz, ky], -1), torch.stack([kz, zero, -kx], -1), torch.stack([-ky, kx, zero], -1)], -2
+    )
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
+    return eye + angle[:, None, None] * skew
+
+
+def shift_from_rotation(rotation: torch.Tensor) -> torch.Tensor:
+    """The translation ``d = R^T (1, 1, 1)`` that the phase factor of Eq. 7 applies to the kernel.
+
+    Args:
+        rotation: ``(B, 3, 3)`` matrices ``R``.
+
+    Returns:
+        ``(B, 3)``: the shift along kernel axes ``(0, 1, 2)``, i.e. ``(depth, height, width)``.
+    """
+    return rotation.sum(dim=-2)
+
+
+def shift_operators(shift: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Circular fractional-shift operators ``S_j = iDFT diag(exp(-2 pi i d_j f)) DFT`` in closed form.
+
+    Args:
+        shift: ``(B, A)`` shifts ``d`` along ``A`` kernel axes.
+        kernel_size: ``K``.
+
+    Returns:
+        ``(real, imag)``, each ``(B, A, K, K)`` with ``S[m, a]`` acting as ``U'[m] = sum_a S[m, a] U[a]``;
+        ``imag`` is ``None`` for odd ``K`` (the operator is real then).
+    """
+    k = kernel_size
+    # a (B, 3, K, K) table: built in float64 (unless on a device without it) so that the float32
+    # kernel carries only the rounding of its own contractions
+    out_dtype = shift.dtype if shift.dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = torch.float32 if shift.device.type == "mps" else torch.float64
+    freq = torch.fft.fftfreq(k, dtype=dtype, device=shift.device)  # (K,)
+    idx = torch.arange(k, dtype=dtype, device=shift.device)
+    diff = idx[:, None] - idx[None, :]  # (K, K): m - a
+    # phase[b, j, m, a, f] = 2 pi f (m - a - d_j)
+    phase = (2 * math.pi) * (diff[None, None, :, :, None] - shift.to(dtype)[:, :, None, None, None]) * freq
+    real = torch.cos(phase).mean(dim=-1).to(out_dtype)
+    imag = torch.sin(phase).mean(dim=-1).to(out_dtype) if k % 2 == 0 else None
+    return real, imag
+
+
+def _contract(op: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Apply per-sample ``(B, K, K)`` operators along one kernel axis of ``x`` ``(B, O, I, K, K, K)``."""
+    x = x.movedim(3 + axis, -1)  # (B, O, I, ., ., K_a)
+    y = torch.matmul(x, op.transpose(-1, -2)[:, None, None, None])
+    return y.movedim(-1, 3 + axis)
+
+
+def apply_shift(
+    weight: torch.Tensor, real: torch.Tensor, imag: torch.Tensor | None, plane: int | None = None
+) -> torch.Tensor:
+    """``U' = Re((S_0 x S_1 x S_2) U)`` per sample, optionally only one plane of the first kernel axis.
+
+    Args:
+        weight: the knowledge base ``U``, ``(O, I, K, K, K)``.
+        real: ``(B, 3, K, K)`` real parts of the operators from :func:`shift_operators`.
+        imag: ``(B, 3, K, K)`` imaginary parts, or ``None`` when they vanish (odd ``K``).
+        plane: if given, only ``U'[:, :, :, plane]`` is built (the 2D kernel), at a third of the cost.
+
+    Returns:
+        ``(B, O, I, K, K)`` when ``plane`` is given, else ``(B, O, I, K, K, K)``.
+    """
+    o, i, k = weight.shape[0], weight.shape[1], weight.shape[2]
+    b = real.shape[0]
+    real = real.to(weight.dtype)
+    imag = imag.to(weight.dtype) if imag is not None else None
+    if plane is not None:
+        # first axis: one row of S_0, a weighted sum of the K planes of U (one GEMM)
+        planes = weight.permute(2, 0, 1, 3, 4).reshape(k, -1)  # (K_a, O*I*K*K)
+        xr = (real[:, 0, plane] @ planes).view(b, o, i, 1, k, k)
+        xi = (imag[:, 0, plane] @ planes).view(b, o, i, 1, k, k) if imag is not None else None
+    else:
+        w = weight.unsqueeze(0)
+        xr = _contract(real[:, 0], w, 0)
+        xi = _contract(imag[:, 0], w, 0) if imag is not None else None
+    # second axis: complex product tracked as (real, imag) pairs
+    if imag is None:
+        yr = _contract(real[:, 1], xr, 1)
+        out = _contract(real[:, 2], yr, 2)
+    else:
+        yr = _contract(real[:, 1], xr, 1) - _contract(imag[:, 1], xi, 1)
+        yi = _contract(real[:, 1], xi, 1) + _contract(imag[:, 1], xr, 1)
+        out = _contract(real[:, 2], yr, 2) - _contract(imag[:, 2], yi, 2)
+    return out.squeeze(3) if plane is not None else out
+
+
+def shift_kernel(weight: torch.Tensor, shift: torch.Tensor, plane: int | None = None) -> torch.Tensor:
+    """Circularly translate the knowledge base by per-sample fractional shifts (paper, Eqs. 4-8).
+
+    Args:
+        weight: ``(O, I, K, K, K)`` knowledge base ``U``.
+        shift: ``(B, 3)`` shifts ``d = R^T (1, 1, 1)``.
+        plane: index on the first kernel axis to extract (``K // 2`` gives the paper's 2D kernel).
+
+    Returns:
+        ``(B, O, I, K, K)`` with ``plane``, else ``(B, O, I, K, K, K)``.
+
+    Example:
+        >>> w = torch.randn(8, 4, 3, 3, 3)
+        >>> shift_kernel(w, torch.ones(2, 3), plane=1).shape
+        torch.Size([2, 8, 4, 3, 3])
+    """
+    if weight.ndim != 5 or not (weight.shape[2] == weight.shape[3] == weight.shape[4]):
+        raise ValueError(f"`weight` should have shape (O, I, K, K, K), got {tuple(weight.shape)}.")
+    if shift.ndim != 2 or shift.shape[1] != 3:
+        raise ValueError(f"`shift` should have shape (B, 3), got {tuple(shift.shape)}.")
+    real, imag = shift_operators(shift, weight.shape[2])
+    return apply_shift(weight, real, imag, plane)
