@@ -97,9 +97,9 @@ def shift_operators(shift: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor
     # kernel carries only the rounding of its own contractions
     out_dtype = shift.dtype if shift.dtype in (torch.float32, torch.float64) else torch.float32
     dtype = torch.float32 if shift.device.type == "mps" else torch.float64
-    freq = torch.fft.fftfreq(k, dtype=dtype, device=shift.device)  # (K,)
-    idx = torch.arange(k, dtype=dtype, device=shift.device)
-    diff = idx[:, None] - idx[None, :]  # (K, K): m - a
+    # fftfreq(K) * K and m - a as constant tables (plain Python: exportable to ONNX and traceable)
+    freq = torch.tensor([(n + k // 2) % k - k // 2 for n in range(k)], dtype=dtype, device=shift.device) / k
+    diff = torch.tensor([[m - a for a in range(k)] for m in range(k)], dtype=dtype, device=shift.device)
     # phase[b, j, m, a, f] = 2 pi f (m - a - d_j)
     phase = (2 * math.pi) * (diff[None, None, :, :, None] - shift.to(dtype)[:, :, None, None, None]) * freq
     real = torch.cos(phase).mean(dim=-1).to(out_dtype)
@@ -109,9 +109,9 @@ def shift_operators(shift: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor
 
 def _contract(op: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
     """Apply per-sample ``(B, K, K)`` operators along one kernel axis of ``x`` ``(B, O, I, K, K, K)``."""
-    x = x.movedim(3 + axis, -1)  # (B, O, I, ., ., K_a)
-    y = torch.matmul(x, op.transpose(-1, -2)[:, None, None, None])
-    return y.movedim(-1, 3 + axis)
+    x = x.movedim(3 + axis, 5)  # (B, O, I, ., ., K_a); positive axes keep the ONNX export valid
+    y = torch.matmul(x, op.transpose(1, 2)[:, None, None, None])
+    return y.movedim(5, 3 + axis)
 
 
 def apply_shift(

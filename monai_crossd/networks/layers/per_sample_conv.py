@@ -55,5 +55,5 @@ def per_sample_conv(
     )
     out = out.reshape(b, kernels.shape[1], *out.shape[2:])
     if bias is not None:
-        out = out + bias.view(1, -1, *(1,) * nd)
+        out = out + bias.to(out.dtype).view(1, -1, *(1,) * nd)
     return out
