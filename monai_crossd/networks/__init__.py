@@ -5,4 +5,6 @@ from .layers.factories import register as _register
 
 _register()
 
-__all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d"]
+from . import nets  # noqa: E402  (after registration: nets build Conv["crossd", dim])
+
+__all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "nets"]

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from .resnet import (
+    CrossDBasicBlock,
+    CrossDBottleneck,
+    CrossDResNet,
+    crossd_resnet18,
+    crossd_resnet34,
+    crossd_resnet50,
+)
+from .unet import CrossDConvolution, CrossDResidualUnit, CrossDUNet
+
+__all__ = [
+    "CrossDBasicBlock",
+    "CrossDBottleneck",
+    "CrossDConvolution",
+    "CrossDResNet",
+    "CrossDResidualUnit",
+    "CrossDUNet",
+    "crossd_resnet18",
+    "crossd_resnet34",
+    "crossd_resnet50",
+]
