@@ -1,0 +1,74 @@
+"""Helpers shared by the converters: option look-up, module tree rewriting, argument expansion."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+
+import torch.nn as nn
+
+__all__ = ["choice", "expand", "finish_like", "rewrite_modules"]
+
+
+def choice(value: str, options: Sequence[str], name: str) -> str:
+    """``value`` if it is one of ``options``, else a ValueError naming ``name`` with a did-you-mean hint."""
+    if isinstance(value, str) and value in options:
+        return value
+    close = difflib.get_close_matches(str(value), list(options), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"`{name}` should be one of {tuple(options)}, got {value!r}.{hint}")
+
+
+def expand(value):
+    """A 2D argument ``(h, w)`` as a 3D one ``(h, h, w)`` for ``(D, H, W)``: depth takes the first in-plane
+    value (the convention of ``CrossDConv.from_conv``). Ints, strings and None pass through."""
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    value = tuple(value)
+    return (value[0], *value)
+
+
+def finish_like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """Give ``new`` the device, dtype, training mode and ``requires_grad`` flags of ``old``."""
+    tensors = list(old.parameters(recurse=False)) + list(old.buffers(recurse=False))
+    floats = [t for t in tensors if t.is_floating_point()]
+    if floats:
+        new.to(device=floats[0].device, dtype=floats[0].dtype)
+    elif tensors:
+        new.to(device=tensors[0].device)
+    new.train(old.training)
+    flags = {name: p.requires_grad for name, p in old.named_parameters()}
+    for name, p in new.named_parameters():
+        if name in flags:
+            p.requires_grad_(flags[name])
+    return new
+
+
+def rewrite_modules(model: nn.Module, visit: Callable[[nn.Module, str], nn.Module | None]) -> nn.Module:
+    """Rewrite a module tree in place, top-down.
+
+    ``visit(module, path)`` returns the module to put at ``path`` (itself to keep it without looking
+    inside) or None to descend into its children. A module reachable under several paths is visited
+    once, and its replacement is shared in the same way.
+
+    Returns:
+        the (possibly replaced) root.
+    """
+    memo: dict[int, nn.Module] = {}
+
+    def walk(module: nn.Module, path: str) -> nn.Module:
+        if id(module) in memo:
+            return memo[id(module)]
+        new = visit(module, path)
+        if new is None:
+            for name, child in list(module._modules.items()):
+                if child is None:
+                    continue
+                replaced = walk(child, f"{path}.{name}" if path else name)
+                if replaced is not child:
+                    module._modules[name] = replaced
+            new = module
+        memo[id(module)] = new
+        return new
+
+    return walk(model, "")
