@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from .brats import (
+    BRATS_LAYOUTS,
+    BRATS_MODALITIES,
+    NIFTI_SUFFIXES,
+    brats_datalist,
+    detect_brats_layout,
+    split_datalist,
+    study_datalist,
+)
+from .demo import DEMO_MARKER, DEMO_MODALITIES, ensure_brats_demo, synthetic_brats_case
+from .dicom import DEFAULT_SERIES_PATTERNS, match_series, write_dicom_series
 from .image_folder import IMAGE_EXTENSIONS, image_folder_classes, image_folder_datalist, scan_image_folder
 from .medmnist import (
     MEDMNIST_SPLITS,
@@ -14,6 +25,20 @@ from .medmnist import (
 )
 
 __all__ = [
+    "BRATS_LAYOUTS",
+    "BRATS_MODALITIES",
+    "NIFTI_SUFFIXES",
+    "brats_datalist",
+    "detect_brats_layout",
+    "split_datalist",
+    "study_datalist",
+    "DEMO_MARKER",
+    "DEMO_MODALITIES",
+    "ensure_brats_demo",
+    "synthetic_brats_case",
+    "DEFAULT_SERIES_PATTERNS",
+    "match_series",
+    "write_dicom_series",
     "IMAGE_EXTENSIONS",
     "MEDMNIST_SPLITS",
     "existing_files",

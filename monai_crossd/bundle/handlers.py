@@ -1,0 +1,322 @@
+"""Ignite handlers shared by the monai_crossd bundles: atomic checkpoints, metric history, classification outputs.
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so an interrupted run
+leaves either the previous file or the new one, never a truncated checkpoint: MONAI's ``CheckpointSaver`` writes in
+place (``atomic=False``) and removes the old best before saving the new one.
+
+* :class:`BestCheckpointSaver` (evaluator): the network weights at the best key metric, ``models/model.pt``
+  in model-zoo style (a plain ``state_dict``, what ``ckpt_export`` and ``CheckpointLoader`` expect).
+* :class:`LastCheckpointSaver` (trainer): the full training state every epoch, ``models/last.pt``, read back by
+  MONAI's ``CheckpointLoader`` to resume. Put the best saver in its ``save_dict`` so the best score resumes too.
+* :class:`MetricsHistoryWriter` (evaluator): every validation's metrics and the best so far as JSON.
+* :class:`ClassificationWriter` (evaluator): per-case class probabilities as CSV and JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "BestCheckpointSaver",
+    "ClassificationWriter",
+    "LastCheckpointSaver",
+    "MetricsHistoryWriter",
+    "atomic_write_bytes",
+    "atomic_torch_save",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> str:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
+    """``torch.save`` to ``path`` atomically; returns the path."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(buffer.getvalue(), path)
+
+
+def _state(obj: Any) -> Any:
+    return obj.state_dict() if hasattr(obj, "state_dict") else obj
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    return network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+class BestCheckpointSaver:
+    """Save the network weights whenever the evaluator's key metric improves (attach to the evaluator).
+
+    Args:
+        save_dir: folder of the checkpoint.
+        network: the model (a ``DistributedDataParallel`` wrapper is unwrapped).
+        key_metric_name: metric to compare; the evaluator's key metric when ``None``.
+        filename: checkpoint file name. Defaults to ``"model.pt"``.
+        greater_or_equal: also save on ties (the later of equal scores wins). Defaults to ``False``.
+        epoch_source: an engine whose ``state.epoch`` is recorded (the trainer); the evaluator's when ``None``.
+
+    ``state_dict()`` / ``load_state_dict()`` carry the best score and epoch, so putting this object in the resume
+    checkpoint keeps the comparison going across restarts.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        network: torch.nn.Module,
+        key_metric_name: str | None = None,
+        filename: str = "model.pt",
+        greater_or_equal: bool = False,
+        epoch_source: Any = None,
+    ) -> None:
+        self.save_dir = str(save_dir)
+        self.network = network
+        self.key_metric_name = key_metric_name
+        self.filename = filename
+        self.greater_or_equal = greater_or_equal
+        self.epoch_source = epoch_source
+        self.best_metric = -math.inf
+        self.best_epoch = -1
+
+    @property
+    def path(self) -> str:
+        """Full path of the best checkpoint."""
+        return os.path.join(self.save_dir, self.filename)
+
+    def attach(self, engine: Any) -> None:
+        """Run at the end of every evaluation of ``engine``."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
+        if name is None or name not in engine.state.metrics:
+            raise ValueError(
+                f"BestCheckpointSaver: key metric {name!r} not in the evaluator metrics {sorted(engine.state.metrics)}."
+            )
+        value = _scalar(engine.state.metrics[name])
+        if value is None or math.isnan(value):
+            logger.warning("BestCheckpointSaver: metric %s=%r is not a number; no checkpoint.", name, value)
+            return
+        better = value >= self.best_metric if self.greater_or_equal else value > self.best_metric
+        if not better:
+            return
+        self.best_metric = value
+        self.best_epoch = int((self.epoch_source or engine).state.epoch)
+        if _is_main_process():
+            atomic_torch_save(_unwrap(self.network).state_dict(), self.path)
+            logger.info("best %s=%.4f at epoch %d: saved %s", name, value, self.best_epoch, self.path)
+
+    def state_dict(self) -> dict:
+        """Best score and epoch, for the resume checkpoint."""
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore the best score and epoch from :meth:`state_dict`."""
+        self.best_metric = float(state["best_metric"])
+        self.best_epoch = int(state["best_epoch"])
+
+
+class LastCheckpointSaver:
+    """Save the full training state every ``save_interval`` trainer epochs and at the end (attach to the trainer).
+
+    Args:
+        save_dir: folder of the checkpoint.
+        save_dict: name -> object with ``state_dict()`` (network, optimizer, trainer, lr scheduler, best saver...),
+            the same ``load_dict`` MONAI's ``CheckpointLoader`` takes to resume.
+        filename: checkpoint file name. Defaults to ``"last.pt"``.
+        save_interval: epochs between saves. Defaults to 1.
+
+    Attach it after the ``ValidationHandler`` so the epoch's validation (and best score) is in the checkpoint.
+    """
+
+    def __init__(
+        self, save_dir: str | os.PathLike, save_dict: Mapping[str, Any], filename: str = "last.pt", save_interval: int = 1
+    ) -> None:
+        if not save_dict:
+            raise ValueError("`save_dict` should name at least one object to save, got an empty mapping.")
+        if int(save_interval) < 1:
+            raise ValueError(f"`save_interval` should be a positive int, got {save_interval!r}.")
+        self.save_dir = str(save_dir)
+        self.save_dict = dict(save_dict)
+        self.filename = filename
+        self.save_interval = int(save_interval)
+
+    @property
+    def path(self) -> str:
+        """Full path of the last checkpoint."""
+        return os.path.join(self.save_dir, self.filename)
+
+    def attach(self, engine: Any) -> None:
+        """Save on ``engine``'s epoch completions and when it completes."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        if not _is_main_process():
+            return
+        state = {k: _state(_unwrap(v) if isinstance(v, torch.nn.Module) else v) for k, v in self.save_dict.items()}
+        atomic_torch_save(state, self.path)
+        logger.debug("saved %s at epoch %d", self.path, engine.state.epoch)
+
+
+class MetricsHistoryWriter:
+    """Append each evaluation's scalar metrics to a JSON file (attach to the evaluator).
+
+    The file holds ``{"history": [{"epoch": e, metric: value, ...}, ...], "best": {...}, "key_metric": name}``,
+    rewritten atomically after every evaluation.
+
+    Args:
+        path: the JSON file.
+        epoch_source: an engine whose ``state.epoch`` labels the entries (the trainer); the evaluator's when ``None``.
+        extra: constant fields stored at the top level (e.g. ``{"data": "SYNTHETIC demo"}``).
+    """
+
+    def __init__(self, path: str | os.PathLike, epoch_source: Any = None, extra: Mapping[str, Any] | None = None):
+        self.path = str(path)
+        self.epoch_source = epoch_source
+        self.extra = dict(extra or {})
+        self.history: list[dict] = []
+
+    def attach(self, engine: Any) -> None:
+        """Run at the end of every evaluation of ``engine``."""
+        from ignite.engine import Events
+
+        if os.path.isfile(self.path):  # resumed runs continue the history
+            try:
+                self.history = list(json.loads(Path(self.path).read_text()).get("history", []))
+            except (OSError, ValueError):
+                self.history = []
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        epoch = int((self.epoch_source or engine).state.epoch)
+        entry = {"epoch": epoch}
+        entry.update({k: v for k, v in ((k, _scalar(v)) for k, v in engine.state.metrics.items()) if v is not None})
+        self.history = [h for h in self.history if h.get("epoch") != epoch] + [entry]
+        key = getattr(engine.state, "key_metric_name", None)
+        scored = [h for h in self.history if key in h and not math.isnan(h[key])]
+        best = max(scored, key=lambda h: h[key]) if scored else None
+        if _is_main_process():
+            payload = {**self.extra, "key_metric": key, "best": best, "history": self.history}
+            atomic_write_bytes((json.dumps(payload, indent=2) + "\n").encode(), self.path)
+
+
+class ClassificationWriter:
+    """Write per-case class probabilities of an evaluator's output as CSV and JSON (attach to the evaluator).
+
+    Rows: ``case_id, prob_0, ..., prob_{C-1}, pred`` (and ``label`` when the batch has one). Probabilities come from
+    ``output_transform`` (default: softmax of ``engine.state.output[i]["pred"]``); both files are written
+    atomically when the evaluation completes.
+
+    Args:
+        output_dir: folder of the files (created).
+        filename: base name; ``<filename>.csv`` and ``<filename>.json`` are written. Defaults to ``"predictions"``.
+        class_names: optional names stored in the JSON.
+        id_key: batch key of the case ids. Defaults to ``"case_id"``.
+        label_key: batch key of the labels, stored when present. Defaults to ``"label"``.
+        pred_key: output key of the logits. Defaults to ``"pred"``.
+        extra: constant fields stored at the top level of the JSON.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        filename: str = "predictions",
+        class_names: Sequence[str] | None = None,
+        id_key: str = "case_id",
+        label_key: str = "label",
+        pred_key: str = "pred",
+        extra: Mapping[str, Any] | None = None,
+        output_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.output_dir = str(output_dir)
+        self.filename = filename
+        self.class_names = list(class_names) if class_names is not None else None
+        self.id_key, self.label_key, self.pred_key = id_key, label_key, pred_key
+        self.extra = dict(extra or {})
+        self.output_transform = output_transform or (lambda x: torch.softmax(x.float(), dim=0))
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Any) -> None:
+        """Collect at every iteration, write when ``engine`` completes."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _collect(self, engine: Any) -> None:
+        output = engine.state.output
+        batch = engine.state.batch
+        items = output if isinstance(output, list) else [output]
+        ids = batch.get(self.id_key) if isinstance(batch, Mapping) else None
+        labels = batch.get(self.label_key) if isinstance(batch, Mapping) else None
+        for i, item in enumerate(items):
+            logits = item[self.pred_key] if isinstance(item, Mapping) else item
+            probs = self.output_transform(torch.as_tensor(logits).detach().cpu()).flatten().tolist()
+            row = {"case_id": str(ids[i]) if ids is not None else str(len(self.rows))}
+            row.update({f"prob_{c}": float(p) for c, p in enumerate(probs)})
+            row["pred"] = int(max(range(len(probs)), key=probs.__getitem__))
+            if labels is not None:
+                row["label"] = int(torch.as_tensor(labels[i]).flatten()[0].item())
+            self.rows.append(row)
+
+    def _write(self, engine: Any) -> None:
+        if not _is_main_process() or not self.rows:
+            return
+        base = os.path.join(self.output_dir, self.filename)
+        fields = list(self.rows[0])
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_bytes(text.getvalue().encode(), base + ".csv")
+        payload = {**self.extra, "class_names": self.class_names, "predictions": self.rows}
+        atomic_write_bytes((json.dumps(payload, indent=2) + "\n").encode(), base + ".json")
+        logger.info("wrote %d predictions to %s.{csv,json}", len(self.rows), base)
