@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from .acs_conv import ACSConv, acs_conv3d, acs_split
 from .crossd import convert_to_crossd
+from .pretrained import LoadReport, adapt_input_channels, inflate_to_crossd, load_pretrained_2d, read_checkpoint
 from .reference import convert_reference_state_dict
 from .report import ConversionReport
 from .to_3d import LAYERS_3D, METHODS, convert_to_3d, crossd_conv_to_3d
@@ -10,11 +11,16 @@ __all__ = [
     "ACSConv",
     "ConversionReport",
     "LAYERS_3D",
+    "LoadReport",
     "METHODS",
     "acs_conv3d",
     "acs_split",
+    "adapt_input_channels",
     "convert_reference_state_dict",
     "convert_to_3d",
     "convert_to_crossd",
     "crossd_conv_to_3d",
+    "inflate_to_crossd",
+    "load_pretrained_2d",
+    "read_checkpoint",
 ]
