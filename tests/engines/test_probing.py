@@ -41,7 +41,9 @@ def test_weak_probing_with_rotation_norm():
     weak_probing(net, include_rotation_norm=True)
     rotation_bn = {n for n, _ in net.named_parameters() if ".rotation_net.1." in n}
     assert rotation_bn and rotation_bn <= trainable(net)
-    assert not any(".rotation_net.0." in n or ".rotation_net.3." in n or n.endswith("conv1.weight") for n in trainable(net))
+    assert not any(
+        ".rotation_net.0." in n or ".rotation_net.3." in n or n.endswith("conv1.weight") for n in trainable(net)
+    )
 
 
 @pytest.mark.parametrize("norm", [("group", {"num_groups": 2}), ("instance", {"affine": True})])

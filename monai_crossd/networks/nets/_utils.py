@@ -43,7 +43,9 @@ def check_conv_kwargs(conv_kwargs: Mapping | None, name: str = "conv_kwargs") ->
     if conv_kwargs is None:
         return {}
     if not isinstance(conv_kwargs, Mapping):
-        raise TypeError(f"`{name}` should be a mapping of CrossDConv arguments or None, got {type(conv_kwargs).__name__}.")
+        raise TypeError(
+            f"`{name}` should be a mapping of CrossDConv arguments or None, got {type(conv_kwargs).__name__}."
+        )
     allowed = [p for p in inspect.signature(CrossDConv.__init__).parameters if p != "self"]
     free = [p for p in allowed if p not in CROSSD_RESERVED]
     for key in conv_kwargs:
@@ -52,7 +54,9 @@ def check_conv_kwargs(conv_kwargs: Mapping | None, name: str = "conv_kwargs") ->
         if key not in allowed:
             close = difflib.get_close_matches(str(key), free, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"`{name}` has an unknown CrossDConv argument {key!r}; allowed keys are {tuple(free)}.{hint}")
+            raise ValueError(
+                f"`{name}` has an unknown CrossDConv argument {key!r}; allowed keys are {tuple(free)}.{hint}"
+            )
     return dict(conv_kwargs)
 
 

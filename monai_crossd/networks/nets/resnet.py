@@ -209,8 +209,10 @@ class CrossDResNet(nn.Module):
         )  # fmt: skip
         self.bn1 = make_norm(norm, spatial_dims, self.in_planes)
         self.relu = make_act(act)
-        self.maxpool = nn.Identity() if no_max_pool else Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1)
-        for i, (planes, blocks) in enumerate(zip(block_inplanes, layers)):
+        self.maxpool = (
+            nn.Identity() if no_max_pool else Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1)
+        )
+        for i, (planes, blocks) in enumerate(zip(block_inplanes, layers, strict=True)):
             self.add_module(f"layer{i + 1}", self._make_layer(block_type, planes, blocks, 1 if i == 0 else 2))
         self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.out_features = block_inplanes[-1] * block_type.expansion
@@ -225,16 +227,24 @@ class CrossDResNet(nn.Module):
             close = difflib.get_close_matches(block.lower(), BLOCKS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"`block` should be one of {tuple(BLOCKS)} or a block class, got {block!r}.{hint}")
-        if isinstance(block, type) and issubclass(block, nn.Module) and isinstance(getattr(block, "expansion", None), int):
+        if (
+            isinstance(block, type)
+            and issubclass(block, nn.Module)
+            and isinstance(getattr(block, "expansion", None), int)
+        ):
             return block
-        raise TypeError(f"`block` should be a name in {tuple(BLOCKS)} or an nn.Module class with `expansion`, got {block!r}.")
+        raise TypeError(
+            f"`block` should be a name in {tuple(BLOCKS)} or an nn.Module class with `expansion`, got {block!r}."
+        )
 
     def _make_layer(self, block_type: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
         out_planes = planes * block_type.expansion
         downsample = None
         if stride != 1 or self.in_planes != out_planes:
             downsample = nn.Sequential(
-                _crossd(self.spatial_dims)(self.in_planes, out_planes, 1, stride=stride, bias=False, **self.conv_kwargs),
+                _crossd(self.spatial_dims)(
+                    self.in_planes, out_planes, 1, stride=stride, bias=False, **self.conv_kwargs
+                ),
                 make_norm(self.norm, self.spatial_dims, out_planes),
             )
         args = dict(norm=self.norm, act=self.act, conv_kwargs=self.conv_kwargs)

@@ -120,7 +120,9 @@ class CrossDConvolution(nn.Sequential):
                 scale = float(strides) if isinstance(strides, int) else tuple(float(s) for s in strides)
                 self.add_module("up", nn.Upsample(scale_factor=scale, mode="nearest"))
         conv_type = Conv["crossd", spatial_dims]
-        self.add_module("conv", conv_type(in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw))
+        self.add_module(
+            "conv", conv_type(in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw)
+        )
         if conv_only or (act is None and norm is None and dropout is None):
             return
         self.add_module("adn", _adn(out_channels, spatial_dims, adn_ordering, act, norm, dropout, dropout_dim))
@@ -273,7 +275,10 @@ class CrossDUNet(nn.Module):
                 f"the length of `strides` should equal to `len(channels) - 1` ({len(channels) - 1}), got {strides!r}."
             )
         if delta > 0:
-            warnings.warn(f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.")
+            warnings.warn(
+                f"`len(strides) > len(channels) - 1`, the last {delta} values of strides will not be used.",
+                stacklevel=2,
+            )
         if isinstance(num_res_units, bool) or not isinstance(num_res_units, int) or num_res_units < 0:
             raise ValueError(f"`num_res_units` should be a non-negative int, got {num_res_units!r}.")
         if up_mode not in UP_MODES:

@@ -28,7 +28,9 @@ for dim, size in ((2, (16, 16)), (3, (8, 16, 16))):
         SHAPE_CASES.append([dim, dict(num_res_units=res), (2, 1, *size), (2, 3, *size)])
     SHAPE_CASES.append([dim, dict(strides=(2, 1), kernel_size=5, up_kernel_size=1), (2, 1, *size), (2, 3, *size)])
     SHAPE_CASES.append([dim, dict(up_mode="deconv", num_res_units=1), (2, 1, *size), (2, 3, *size)])
-    SHAPE_CASES.append([dim, dict(channels=(4, 8), strides=(2,), dropout=0.1, norm="batch"), (2, 1, *size), (2, 3, *size)])
+    SHAPE_CASES.append(
+        [dim, dict(channels=(4, 8), strides=(2,), dropout=0.1, norm="batch"), (2, 1, *size), (2, 3, *size)]
+    )
 
 
 @pytest.mark.parametrize("dim, kwargs, in_shape, out_shape", SHAPE_CASES)
