@@ -7,19 +7,27 @@ from .handlers import (
     ClassificationWriter,
     LastCheckpointSaver,
     MetricsHistoryWriter,
+    ResumeCheckpointLoader,
     atomic_torch_save,
     atomic_write_bytes,
 )
 from .paths import bundle_root_from_config, config_path_from_stack, should_resume
+from .training import FINETUNE_MODES, read_json, trainable_parameters, with_pretrained_2d, write_json
 
 __all__ = [
     "BestCheckpointSaver",
     "ClassificationWriter",
     "LastCheckpointSaver",
+    "FINETUNE_MODES",
     "MetricsHistoryWriter",
+    "ResumeCheckpointLoader",
     "atomic_torch_save",
     "atomic_write_bytes",
     "bundle_root_from_config",
     "config_path_from_stack",
+    "read_json",
     "should_resume",
+    "trainable_parameters",
+    "with_pretrained_2d",
+    "write_json",
 ]

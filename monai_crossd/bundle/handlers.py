@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "ClassificationWriter",
     "LastCheckpointSaver",
     "MetricsHistoryWriter",
+    "ResumeCheckpointLoader",
     "atomic_write_bytes",
     "atomic_torch_save",
 ]
@@ -96,7 +97,8 @@ class BestCheckpointSaver:
         key_metric_name: metric to compare; the evaluator's key metric when ``None``.
         filename: checkpoint file name. Defaults to ``"model.pt"``.
         greater_or_equal: also save on ties (the later of equal scores wins). Defaults to ``False``.
-        epoch_source: an engine whose ``state.epoch`` is recorded (the trainer); the evaluator's when ``None``.
+
+    The epoch recorded is the evaluator's ``state.epoch``, which MONAI's ``ValidationHandler`` sets to the trainer's.
 
     ``state_dict()`` / ``load_state_dict()`` carry the best score and epoch, so putting this object in the resume
     checkpoint keeps the comparison going across restarts.
@@ -109,14 +111,12 @@ class BestCheckpointSaver:
         key_metric_name: str | None = None,
         filename: str = "model.pt",
         greater_or_equal: bool = False,
-        epoch_source: Any = None,
     ) -> None:
         self.save_dir = str(save_dir)
         self.network = network
         self.key_metric_name = key_metric_name
         self.filename = filename
         self.greater_or_equal = greater_or_equal
-        self.epoch_source = epoch_source
         self.best_metric = -math.inf
         self.best_epoch = -1
 
@@ -145,7 +145,7 @@ class BestCheckpointSaver:
         if not better:
             return
         self.best_metric = value
-        self.best_epoch = int((self.epoch_source or engine).state.epoch)
+        self.best_epoch = int(engine.state.epoch)
         if _is_main_process():
             atomic_torch_save(_unwrap(self.network).state_dict(), self.path)
             logger.info("best %s=%.4f at epoch %d: saved %s", name, value, self.best_epoch, self.path)
@@ -169,12 +169,19 @@ class LastCheckpointSaver:
             the same ``load_dict`` MONAI's ``CheckpointLoader`` takes to resume.
         filename: checkpoint file name. Defaults to ``"last.pt"``.
         save_interval: epochs between saves. Defaults to 1.
+        engine_key: the attached engine's own state (epoch, iteration) is saved under this key, so configs need
+            not reference the trainer from inside its own handler list. Defaults to ``"trainer"``.
 
     Attach it after the ``ValidationHandler`` so the epoch's validation (and best score) is in the checkpoint.
     """
 
     def __init__(
-        self, save_dir: str | os.PathLike, save_dict: Mapping[str, Any], filename: str = "last.pt", save_interval: int = 1
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        filename: str = "last.pt",
+        save_interval: int = 1,
+        engine_key: str = "trainer",
     ) -> None:
         if not save_dict:
             raise ValueError("`save_dict` should name at least one object to save, got an empty mapping.")
@@ -184,6 +191,7 @@ class LastCheckpointSaver:
         self.save_dict = dict(save_dict)
         self.filename = filename
         self.save_interval = int(save_interval)
+        self.engine_key = engine_key
 
     @property
     def path(self) -> str:
@@ -194,6 +202,7 @@ class LastCheckpointSaver:
         """Save on ``engine``'s epoch completions and when it completes."""
         from ignite.engine import Events
 
+        self.save_dict.setdefault(self.engine_key, engine)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
 
@@ -205,6 +214,55 @@ class LastCheckpointSaver:
         logger.debug("saved %s at epoch %d", self.path, engine.state.epoch)
 
 
+class ResumeCheckpointLoader:
+    """MONAI's ``CheckpointLoader`` that also restores the engine it is attached to (attach to the trainer).
+
+    A config cannot list ``"trainer": "@train#trainer"`` in the ``load_dict`` of a handler of that same trainer
+    (a circular reference), so the attached engine is added to ``load_dict`` under ``engine_key`` at attach time,
+    matching :class:`LastCheckpointSaver`. The epoch restored is the checkpoint's; ``max_epochs`` stays the
+    configured one, so a resumed run trains the remaining epochs.
+
+    Args:
+        load_path: checkpoint written by :class:`LastCheckpointSaver`.
+        load_dict: name -> object with ``load_state_dict`` (network, optimizer, best saver...).
+        engine_key: key of the engine's state in the checkpoint. Defaults to ``"trainer"``.
+        map_location: ``torch.load`` map location.
+        strict: strict ``load_state_dict`` for the network. Defaults to ``True``.
+    """
+
+    def __init__(
+        self,
+        load_path: str | os.PathLike,
+        load_dict: Mapping[str, Any],
+        engine_key: str = "trainer",
+        map_location: Any = None,
+        strict: bool = True,
+    ) -> None:
+        self.load_path = str(load_path)
+        self.load_dict = dict(load_dict)
+        self.engine_key = engine_key
+        self.map_location = map_location
+        self.strict = strict
+
+    def attach(self, engine: Any) -> None:
+        """Load when ``engine`` starts.
+
+        Raises:
+            ValueError: ``load_path`` does not exist.
+        """
+        from monai.handlers import CheckpointLoader
+
+        if not os.path.isfile(self.load_path):
+            raise ValueError(f"`load_path` should be an existing checkpoint, got {self.load_path!r}.")
+        loader = CheckpointLoader(
+            load_path=self.load_path,
+            load_dict={**self.load_dict, self.engine_key: engine},
+            map_location=self.map_location,
+            strict=self.strict,
+        )
+        loader.attach(engine)
+
+
 class MetricsHistoryWriter:
     """Append each evaluation's scalar metrics to a JSON file (attach to the evaluator).
 
@@ -213,13 +271,11 @@ class MetricsHistoryWriter:
 
     Args:
         path: the JSON file.
-        epoch_source: an engine whose ``state.epoch`` labels the entries (the trainer); the evaluator's when ``None``.
         extra: constant fields stored at the top level (e.g. ``{"data": "SYNTHETIC demo"}``).
     """
 
-    def __init__(self, path: str | os.PathLike, epoch_source: Any = None, extra: Mapping[str, Any] | None = None):
+    def __init__(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
         self.path = str(path)
-        self.epoch_source = epoch_source
         self.extra = dict(extra or {})
         self.history: list[dict] = []
 
@@ -235,7 +291,7 @@ class MetricsHistoryWriter:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Any) -> None:
-        epoch = int((self.epoch_source or engine).state.epoch)
+        epoch = int(engine.state.epoch)
         entry = {"epoch": epoch}
         entry.update({k: v for k, v in ((k, _scalar(v)) for k, v in engine.state.metrics.items()) if v is not None})
         self.history = [h for h in self.history if h.get("epoch") != epoch] + [entry]
@@ -250,9 +306,9 @@ class MetricsHistoryWriter:
 class ClassificationWriter:
     """Write per-case class probabilities of an evaluator's output as CSV and JSON (attach to the evaluator).
 
-    Rows: ``case_id, prob_0, ..., prob_{C-1}, pred`` (and ``label`` when the batch has one). Probabilities come from
-    ``output_transform`` (default: softmax of ``engine.state.output[i]["pred"]``); both files are written
-    atomically when the evaluation completes.
+    Rows: ``case_id, prob_0, ..., prob_{C-1}, pred`` (and ``label`` when the batch has one). Probabilities are
+    ``engine.state.output[i][pred_key]``, soft-maxed first when ``softmax`` is true (raw logits); both files are
+    written atomically when the evaluation completes.
 
     Args:
         output_dir: folder of the files (created).
@@ -262,6 +318,7 @@ class ClassificationWriter:
         label_key: batch key of the labels, stored when present. Defaults to ``"label"``.
         pred_key: output key of the logits. Defaults to ``"pred"``.
         extra: constant fields stored at the top level of the JSON.
+        softmax: apply a softmax to the outputs (they are logits). Defaults to ``False`` (already probabilities).
     """
 
     def __init__(
@@ -273,14 +330,14 @@ class ClassificationWriter:
         label_key: str = "label",
         pred_key: str = "pred",
         extra: Mapping[str, Any] | None = None,
-        output_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        softmax: bool = False,
     ) -> None:
         self.output_dir = str(output_dir)
         self.filename = filename
         self.class_names = list(class_names) if class_names is not None else None
         self.id_key, self.label_key, self.pred_key = id_key, label_key, pred_key
         self.extra = dict(extra or {})
-        self.output_transform = output_transform or (lambda x: torch.softmax(x.float(), dim=0))
+        self.softmax = softmax
         self.rows: list[dict] = []
 
     def attach(self, engine: Any) -> None:
@@ -295,16 +352,26 @@ class ClassificationWriter:
         output = engine.state.output
         batch = engine.state.batch
         items = output if isinstance(output, list) else [output]
-        ids = batch.get(self.id_key) if isinstance(batch, Mapping) else None
-        labels = batch.get(self.label_key) if isinstance(batch, Mapping) else None
+        # MONAI engines decollate: ``batch`` is then a list of per-case dicts, otherwise one collated dict
+        if isinstance(batch, Mapping):
+            ids, labels = batch.get(self.id_key), batch.get(self.label_key)
+        elif isinstance(batch, list) and all(isinstance(b, Mapping) for b in batch):
+            ids = [b.get(self.id_key) for b in batch]
+            labels = [b.get(self.label_key) for b in batch]
+            ids = None if any(i is None for i in ids) else ids
+            labels = None if any(v is None for v in labels) else labels
+        else:
+            ids = labels = None
         for i, item in enumerate(items):
             logits = item[self.pred_key] if isinstance(item, Mapping) else item
-            probs = self.output_transform(torch.as_tensor(logits).detach().cpu()).flatten().tolist()
+            values = torch.as_tensor(logits).detach().cpu().float().flatten()
+            probs = (torch.softmax(values, dim=0) if self.softmax else values).tolist()
             row = {"case_id": str(ids[i]) if ids is not None else str(len(self.rows))}
             row.update({f"prob_{c}": float(p) for c, p in enumerate(probs)})
             row["pred"] = int(max(range(len(probs)), key=probs.__getitem__))
             if labels is not None:
-                row["label"] = int(torch.as_tensor(labels[i]).flatten()[0].item())
+                label = torch.as_tensor(labels[i]).flatten()
+                row["label"] = int(label.argmax().item()) if label.numel() > 1 else int(label.item())
             self.rows.append(row)
 
     def _write(self, engine: Any) -> None:

@@ -42,7 +42,8 @@ def config_path_from_stack() -> Path | None:
         module = frame.f_globals.get("__name__", "")
         if module.startswith("monai.bundle"):
             owner = frame.f_locals.get("self")
-            root = getattr(owner, "config_root_path", None)
+            # read the instance dict: ConfigParser/BundleWorkflow ``__getattr__`` would resolve unknown names as ids
+            root = getattr(owner, "__dict__", {}).get("config_root_path")
             if root is not None:
                 return Path(root)
             for name in ("config_file_", "config_file"):

@@ -1,0 +1,92 @@
+"""Small functions the bundle configs call: transfer protocol, 2D-pretrained loading, the trained model's settings."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch.nn as nn
+
+from monai_crossd.bundle.handlers import atomic_write_bytes
+
+__all__ = ["FINETUNE_MODES", "read_json", "trainable_parameters", "with_pretrained_2d", "write_json"]
+
+logger = logging.getLogger(__name__)
+
+#: ``finetune`` value -> function of :mod:`monai_crossd.engines` returning the parameters to train
+FINETUNE_MODES = {"weak_probing": "weak_probing", "linear_probing": "linear_probing", "full": "full_finetuning"}
+
+
+def trainable_parameters(network: nn.Module, finetune: str = "full") -> list[nn.Parameter]:
+    """The parameters to optimise under a transfer protocol (and ``requires_grad`` set accordingly).
+
+    Args:
+        network: the model.
+        finetune: ``"weak_probing"`` (norm layers and ``fc``), ``"linear_probing"`` (``fc``) or ``"full"``.
+            Defaults to ``"full"``.
+
+    Raises:
+        ValueError: unknown ``finetune`` (with a "did you mean").
+    """
+    if finetune not in FINETUNE_MODES:
+        close = difflib.get_close_matches(str(finetune), list(FINETUNE_MODES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"`finetune` should be one of {tuple(FINETUNE_MODES)}, got {finetune!r}.{hint}")
+    import monai_crossd.engines as engines
+
+    params = getattr(engines, FINETUNE_MODES[finetune])(network)
+    logger.info(
+        "finetune=%s: %d of %d parameters train.",
+        finetune,
+        sum(p.numel() for p in params),
+        sum(p.numel() for p in network.parameters()),
+    )
+    return params
+
+
+def with_pretrained_2d(network: nn.Module, path: str | os.PathLike | None, strict: bool = True, **kwargs: Any):
+    """Load 2D-pretrained weights into ``network`` (no-op when ``path`` is ``None``) and return ``network``.
+
+    Uses :func:`monai_crossd.converters.load_pretrained_2d` (``strict``, ``kwargs`` passed on); its report is logged.
+
+    Raises:
+        ValueError: ``path`` is given but is not a file.
+    """
+    if path is None or path == "":
+        return network
+    if not os.path.isfile(path):
+        raise ValueError(f"`pretrained_2d` should be a checkpoint file, got {str(path)!r} (not found).")
+    from monai_crossd.converters import load_pretrained_2d
+
+    report = load_pretrained_2d(network, path, strict=strict, **kwargs)
+    logger.info("loaded 2D-pretrained weights from %s: %s", path, report)
+    return network
+
+
+def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> str:
+    """Write ``content`` as indented JSON, atomically; returns the path."""
+    return atomic_write_bytes((json.dumps(dict(content), indent=2, default=str) + "\n").encode(), path)
+
+
+def read_json(path: str | os.PathLike, default: Mapping[str, Any] | None = None) -> dict:
+    """Read a JSON object; ``default`` (a copy) when the file does not exist.
+
+    Values of ``default`` missing from the file are filled in.
+
+    Raises:
+        ValueError: the file does not exist and no ``default`` is given, or it is not a JSON object.
+    """
+    if not os.path.isfile(path):
+        if default is None:
+            raise ValueError(f"JSON file {str(path)!r} not found.")
+        logger.info("%s not found: using defaults %s", path, dict(default))
+        return dict(default)
+    with open(path) as f:
+        content = json.load(f)
+    if not isinstance(content, dict):
+        raise ValueError(f"JSON file {str(path)!r} should hold an object, got {type(content).__name__}.")
+    return {**dict(default or {}), **content}
