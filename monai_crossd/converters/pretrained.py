@@ -336,7 +336,9 @@ def load_pretrained_2d(
     def under(key: str, prefix: str) -> bool:
         return bool(prefix) and key.startswith(prefix + ".")
 
-    source = convert_reference_state_dict(read_checkpoint(path))
+    raw = read_checkpoint(path)
+    source = convert_reference_state_dict(raw)
+    original = dict(zip(source, raw))  # renamed key -> the checkpoint's own name, for the report
     report = LoadReport(path=str(path))
 
     # names
@@ -349,9 +351,9 @@ def load_pretrained_2d(
                     break
         else:
             if any(under(name, c) for c in classifiers for name, _ in _candidates(key)):
-                report.dropped.append(key)
+                report.dropped.append(original[key])
             else:
-                report.unexpected_keys.append(key)
+                report.unexpected_keys.append(original[key])
 
     # values
     values: dict[str, torch.Tensor] = {}
@@ -362,6 +364,7 @@ def load_pretrained_2d(
             continue
         src_key, how = chosen[key]
         value = source[src_key]
+        src_key = original[src_key]
         if src_key != key:
             report.renamed[key] = src_key
         notes = []
