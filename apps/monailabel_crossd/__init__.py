@@ -1,0 +1,1 @@
+"""MONAI Label app for monai_crossd (see main.py)."""
