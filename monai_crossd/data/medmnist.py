@@ -150,7 +150,8 @@ def medmnist_datalist(
         dtype: of the returned images (values kept in ``[0, 255]``). Defaults to float32.
 
     Returns:
-        ``[{"image": (1, H, W[, D]) array, "label": int, "source": str}, ...]``.
+        ``[{"image": (1, H, W[, D]) array, "label": int, "source": str, "case_id": str}, ...]``; ``case_id``
+        is ``"<file stem>_<split>_<index in the split>"``.
 
     Raises:
         ValueError: for a missing file or key, a bad ``split`` or ``max_samples``, or files whose images
@@ -177,7 +178,12 @@ def medmnist_datalist(
         source = _source_name(path)
         for i in index:
             items.append(
-                {"image": images[i][None].astype(dtype), "label": int(labels[i]) + offset, "source": source}
+                {
+                    "image": images[i][None].astype(dtype),
+                    "label": int(labels[i]) + offset,
+                    "source": source,
+                    "case_id": f"{source}_{split}_{i:05d}",
+                }
             )
         logger.info("MedMNIST %s[%s]: %d of %d items, labels offset by %d.", path, split, len(index), len(labels), offset)
         offset += _file_num_classes(path)
