@@ -8,11 +8,11 @@ from .report import ConversionReport
 from .to_3d import LAYERS_3D, METHODS, convert_to_3d, crossd_conv_to_3d
 
 __all__ = [
+    "LAYERS_3D",
+    "METHODS",
     "ACSConv",
     "ConversionReport",
-    "LAYERS_3D",
     "LoadReport",
-    "METHODS",
     "acs_conv3d",
     "acs_split",
     "adapt_input_channels",

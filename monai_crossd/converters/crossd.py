@@ -18,7 +18,7 @@ from monai_crossd.converters.acs_conv import ACSConv
 from monai_crossd.converters.report import ConversionReport
 from monai_crossd.networks.blocks.crossd_conv import DEPTH_INITS, CrossDConv
 
-__all__ = ["convert_to_crossd", "check_crossd_kwargs"]
+__all__ = ["check_crossd_kwargs", "convert_to_crossd"]
 
 #: CrossDConv arguments read from the converted convolution; ``conv_kwargs`` may not set them.
 FROM_CONV = frozenset(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +147,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             obj = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (re-raised with the path named)
+    except Exception as err:
         raise ValueError(f"`path` {str(path)!r} could not be read as a weights-only checkpoint: {err}") from err
     trail = []
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
@@ -256,10 +256,14 @@ def _candidates(key: str) -> Iterator[tuple[str, str]]:
             yield k, "keras"
 
 
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def _owner(model: nn.Module, key: str) -> tuple[str, nn.Module | None]:
     path = key.rpartition(".")[0]
     try:
-        return path, model.get_submodule(path) if path else model
+        return path, model.get_submodule(path)
     except AttributeError:
         return path, None
 
@@ -345,10 +349,9 @@ def load_pretrained_2d(
     chosen: dict[str, tuple[str, str]] = {}  # model key -> (checkpoint key, transform)
     for key in source:
         for name, how in _candidates(key):
-            if name in target:
-                if name not in chosen:
-                    chosen[name] = (key, how)
-                    break
+            if name in target and name not in chosen:
+                chosen[name] = (key, how)
+                break
         else:
             if any(under(name, c) for c in classifiers for name, _ in _candidates(key)):
                 report.dropped.append(original[key])
@@ -376,22 +379,27 @@ def load_pretrained_2d(
                 value = value.t().contiguous()
                 notes.append("Keras dense kernel transposed")
         owner_path, owner = _owner(model, key)
-        if under(key, first_conv) and value.ndim >= 3 and value.ndim <= want.ndim and value.shape[1] != want.shape[1]:
-            if value.shape[0] == want.shape[0]:
-                old = value.shape[1]
-                value = adapt_input_channels(value, want.shape[1], in_channels_mode)
-                notes.append(f"input channels {old} -> {want.shape[1]} ({in_channels_mode})")
-        if isinstance(owner, CrossDConv) and key == (f"{owner_path}.weight" if owner_path else "weight"):
-            if value.ndim == 4 and want.ndim == 5 and value.shape[:2] == want.shape[:2] and value.shape[2:] == want.shape[3:]:
+        is_input = under(key, first_conv) and 3 <= value.ndim <= want.ndim and value.shape[0] == want.shape[0]
+        if is_input and value.shape[1] != want.shape[1]:
+            old = value.shape[1]
+            value = adapt_input_channels(value, want.shape[1], in_channels_mode)
+            notes.append(f"input channels {old} -> {want.shape[1]} ({in_channels_mode})")
+        kernel_2d = value.ndim == 4 and want.ndim == 5 and value.shape[:2] == want.shape[:2]
+        if kernel_2d and isinstance(owner, CrossDConv) and key == _join(owner_path, "weight"):
+            if value.shape[2:] == want.shape[3:]:
                 value = inflate_to_crossd(value, depth_init)
                 notes.append(f"2D kernel placed in the Cross-D knowledge base (depth_init={depth_init})")
                 reset_rotation.add(owner_path)
+        elif kernel_2d and want.shape[2] == 1 and value.shape[2:] == want.shape[3:]:
+            value = value.unsqueeze(2)
+            notes.append("2D kernel as a (1, K, K) kernel")
         if value.shape != want.shape:
             if any(under(key, c) for c in classifiers):
                 reinit.add(key)
                 report.initialised[key] = f"classifier re-initialised: checkpoint {tuple(value.shape)} vs model {tuple(want.shape)}"
                 continue
-            report.mismatched[key] = f"checkpoint {src_key!r} {tuple(value.shape)} vs model {tuple(want.shape)}"
+            hint = " (a 2D kernel for a 3D layer: load into the 2D model, then convert_to_3d)" if kernel_2d else ""
+            report.mismatched[key] = f"checkpoint {src_key!r} {tuple(value.shape)} vs model {tuple(want.shape)}{hint}"
             continue
         if notes:
             report.adapted[key] = "; ".join(notes)
@@ -405,7 +413,7 @@ def load_pretrained_2d(
         if any(under(key, c) for c in classifiers):
             reinit.add(key)
             report.initialised[key] = "classifier re-initialised: not in the checkpoint"
-        elif any(under(key, f"{p}.rotation_net" if p else "rotation_net") for p in reset_rotation):
+        elif any(under(key, _join(p, "rotation_net")) for p in reset_rotation):
             report.initialised[key] = "Cross-D rotation network reset to R = I (the checkpoint has a 2D kernel)"
         elif key.endswith("num_batches_tracked"):
             report.initialised[key] = "BatchNorm counter kept"
@@ -425,8 +433,7 @@ def load_pretrained_2d(
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     for module_path in reset_rotation:
-        layer = model.get_submodule(module_path) if module_path else model
-        if not any(k in values for k in target if under(k, f"{module_path}.rotation_net" if module_path else "rotation_net")):
-            layer.rotation_net.reset_to_identity()
+        if not any(under(k, _join(module_path, "rotation_net")) for k in values):
+            model.get_submodule(module_path).rotation_net.reset_to_identity()
     logger.info("%s", report)
     return report

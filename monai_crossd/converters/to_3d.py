@@ -38,7 +38,7 @@ from monai_crossd.converters.crossd import check_crossd_kwargs
 from monai_crossd.converters.report import ConversionReport
 from monai_crossd.networks.blocks.crossd_conv import DEPTH_INITS, CrossDConv
 
-__all__ = ["METHODS", "LAYERS_3D", "convert_to_3d", "crossd_conv_to_3d"]
+__all__ = ["LAYERS_3D", "METHODS", "convert_to_3d", "crossd_conv_to_3d"]
 
 METHODS = ("crossd", "acs", "i3d", "center", "2.5d")
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from monai_crossd.converters import LoadReport, adapt_input_channels, inflate_to_crossd, load_pretrained_2d, read_checkpoint
+from monai_crossd.converters import (
+    LoadReport,
+    adapt_input_channels,
+    inflate_to_crossd,
+    load_pretrained_2d,
+    read_checkpoint,
+)
 from monai_crossd.networks import CrossDConv
 from monai_crossd.networks.nets import crossd_resnet18
 from tests.converters._helpers import randomise_norms
@@ -228,3 +234,24 @@ def test_read_errors(tmp_path, checkpoint):
         load_pretrained_2d("resnet18", checkpoint)
     with pytest.raises(ValueError, match=r"`first_conv` should be a module path of `model` with parameters, got 'stem'"):
         load_pretrained_2d(torchvision.models.resnet18(), checkpoint, first_conv="stem")
+
+
+@pytest.mark.parametrize("method", ["acs", "2.5d"])
+def test_into_3d_models_whose_kernels_keep_their_2d_shape(resnet18, checkpoint, method):
+    from monai_crossd.converters import convert_to_3d
+
+    target, _ = convert_to_3d(torchvision.models.resnet18(), method)
+    report = load_pretrained_2d(target, checkpoint)
+    assert report.ok and report.initialised == {}
+    if method == "2.5d":
+        assert report.adapted["layer1.0.conv1.weight"] == "2D kernel as a (1, K, K) kernel"
+    reference, _ = convert_to_3d(resnet18, method)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in target.state_dict().items())
+
+
+def test_into_inflated_3d_model_says_what_to_do(checkpoint):
+    from monai_crossd.converters import convert_to_3d
+
+    target, _ = convert_to_3d(torchvision.models.resnet18(), "i3d")  # 17 kernels of 3 or 7; 3 of 1 (1x1x1) load
+    with pytest.raises(ValueError, match=r"17 mismatched keys: conv1.weight \(checkpoint 'conv1.weight' \(64, 3, 7, 7\) vs model \(64, 3, 7, 7, 7\) \(a 2D kernel for a 3D layer: load into the 2D model, then convert_to_3d\)\)"):
+        load_pretrained_2d(target, checkpoint)
