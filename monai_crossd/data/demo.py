@@ -98,7 +98,7 @@ def ensure_brats_demo(
     out_dir: str | os.PathLike,
     num_cases: int = 16,
     shape: Sequence[int] = (32, 32, 16),
-    spacing: Sequence[float] = (2.0, 2.0, 4.0),
+    spacing: Sequence[float] = (1.0, 1.0, 2.0),
     seed: int = 0,
 ) -> str:
     """Generate the SYNTHETIC demo in the RSNA-MICCAI 2021 layout into ``out_dir`` unless it is already there.
@@ -110,7 +110,7 @@ def ensure_brats_demo(
         out_dir: the demo folder (created with its parents; written through a temporary sibling and a rename).
         num_cases: number of studies, at least 4 and even (balanced labels). Defaults to 16.
         shape: ``(H, W, D)`` voxels of every series. Defaults to ``(32, 32, 16)``.
-        spacing: voxel size in mm. Defaults to ``(2, 2, 4)``.
+        spacing: voxel size in mm. Defaults to ``(1, 1, 2)`` (cheap to resample to 1 mm).
         seed: generation seed. Defaults to 0.
 
     Returns:
@@ -138,6 +138,7 @@ def ensure_brats_demo(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the demo is ordinary shared data
     try:
         labels = np.tile([0, 1], int(num_cases) // 2)
         np.random.default_rng(seed).shuffle(labels)
