@@ -72,6 +72,12 @@ def crossd_conv_to_3d(layer: CrossDConv) -> CrossDConv:
     return finish_like(new, layer)
 
 
+def _factory(m: nn.Module) -> dict:
+    """``device``/``dtype`` of ``m``'s first floating tensor, so that weights are copied without rounding."""
+    tensors = [t for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)] if t.is_floating_point()]
+    return {"device": tensors[0].device, "dtype": tensors[0].dtype} if tensors else {}
+
+
 def _thin_depth(padding, kernel_h: int, dilation_h: int):
     """Depth padding of a ``(1, K, K)`` kernel that keeps the centre-tap alignment when it can."""
     if isinstance(padding, str):
@@ -99,6 +105,7 @@ def _conv(conv: nn.Conv2d, method: str, kwargs: dict) -> tuple[nn.Module, str]:
         groups=conv.groups,
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
+        **_factory(conv),
     )
     with torch.no_grad():
         new.weight.copy_(_inflate(conv.weight, kd, method, 1))
@@ -130,6 +137,7 @@ def _conv_transpose(conv: nn.ConvTranspose2d, method: str, kwargs: dict) -> tupl
         groups=conv.groups,
         bias=conv.bias is not None,
         dilation=(1, dh, conv.dilation[1]) if method == "2.5d" else expand(conv.dilation),
+        **_factory(conv),
     )
     with torch.no_grad():
         # i3d: a depth-constant input meets K / stride taps per output slice on average
@@ -142,7 +150,7 @@ def _conv_transpose(conv: nn.ConvTranspose2d, method: str, kwargs: dict) -> tupl
 
 def _norm(target: type[nn.Module]) -> Callable[[nn.Module, str, dict], tuple[nn.Module, str]]:
     def convert(m: nn.Module, method: str, kwargs: dict) -> tuple[nn.Module, str]:
-        new = target(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+        new = target(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, **_factory(m))
         new.load_state_dict(m.state_dict())
         return new, f"{type(m).__name__} -> {target.__name__}"
 

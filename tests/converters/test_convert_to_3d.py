@@ -201,3 +201,18 @@ def test_custom_converters_take_precedence():
 def test_table_is_explicit():
     assert {nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.MaxPool2d, nn.AvgPool2d} <= set(LAYERS_3D)
     assert {nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout2d, nn.Upsample} <= set(LAYERS_3D)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float64_models_convert_without_rounding(method):
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), randomise_norms(nn.BatchNorm2d(6)), nn.ConvTranspose2d(6, 3, 3, padding=1))
+    model = model.double().eval()
+    converted, _ = convert_to_3d(model, method)
+    assert all(p.dtype == torch.float64 for p in converted.parameters())
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    if method == "acs":
+        assert torch.equal(converted[0].weight, model[0].weight)
+        return
+    depth, middle = (5, 2) if method == "i3d" else (1, 0)  # i3d: a depth-constant volume, away from its borders
+    out = converted.eval()(x.unsqueeze(2).expand(-1, -1, depth, -1, -1))[:, :, middle]
+    torch.testing.assert_close(out, model(x), rtol=1e-12, atol=1e-12)
