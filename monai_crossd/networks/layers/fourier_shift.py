@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from monai_crossd.networks.layers.per_sample_conv import mix_kernel
+
 __all__ = [
     "axis_angle_from_params",
     "linear_rotation_matrix",
@@ -29,6 +31,7 @@ __all__ = [
     "shift_operators",
     "apply_shift",
     "shift_kernel",
+    "shift_matrix",
 ]
 
 
@@ -107,11 +110,36 @@ def shift_operators(shift: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor
     return real, imag
 
 
-def _contract(op: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
-    """Apply per-sample ``(B, K, K)`` operators along one kernel axis of ``x`` ``(B, O, I, K, K, K)``."""
-    x = x.movedim(3 + axis, 5)  # (B, O, I, ., ., K_a); positive axes keep the ONNX export valid
-    y = torch.matmul(x, op.transpose(1, 2)[:, None, None, None])
-    return y.movedim(5, 3 + axis)
+def shift_matrix(real: torch.Tensor, imag: torch.Tensor | None, plane: int | None = None) -> torch.Tensor:
+    """The three per-axis operators fused into one real matrix per sample: ``Re(S_0 (x) S_1 (x) S_2)``.
+
+    ``U'[p] = sum_q M[p, q] U[q]`` with ``q`` running over the ``K^3`` kernel taps of ``U`` (row-major
+    ``(depth, height, width)``) and ``p`` over the taps of the output kernel. Applying ``M`` is one GEMM
+    over the whole knowledge base instead of three contractions with tiny matrices, and the same
+    matrix can mix the taps of an unfolded input instead (see
+    :func:`monai_crossd.networks.layers.per_sample_conv.per_sample_mixed_conv`).
+
+    Args:
+        real: ``(B, 3, K, K)`` real parts of the operators from :func:`shift_operators`.
+        imag: ``(B, 3, K, K)`` imaginary parts, or ``None`` when they vanish (odd ``K``).
+        plane: if given, only the rows of plane ``plane`` of the first kernel axis (the 2D kernel).
+
+    Returns:
+        ``(B, K^2, K^3)`` with ``plane``, else ``(B, K^3, K^3)``.
+    """
+
+    def kron(a: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+        # m[b, d, h, w, x, y, z] = a[b, d, x] s1[b, h, y] s2[b, w, z], by broadcasting (no einsum:
+        # static shapes keep the ONNX export valid)
+        return a[:, :, None, None, :, None, None] * s1[:, None, :, None, None, :, None] * s2[:, None, None, :, None, None, :]
+
+    r0 = real[:, 0, plane : plane + 1] if plane is not None else real[:, 0]
+    m = kron(r0, real[:, 1], real[:, 2])
+    if imag is not None:
+        # Re(a b c) for complex a, b, c: the real product minus the three products with two imaginary parts
+        i0 = imag[:, 0, plane : plane + 1] if plane is not None else imag[:, 0]
+        m = m - kron(r0, imag[:, 1], imag[:, 2]) - kron(i0, real[:, 1], imag[:, 2]) - kron(i0, imag[:, 1], real[:, 2])
+    return m.flatten(4).flatten(1, 3)  # flatten, not reshape with sizes: keeps the ONNX export static
 
 
 def apply_shift(
@@ -126,30 +154,13 @@ def apply_shift(
         plane: if given, only ``U'[:, :, :, plane]`` is built (the 2D kernel), at a third of the cost.
 
     Returns:
-        ``(B, O, I, K, K)`` when ``plane`` is given, else ``(B, O, I, K, K, K)``.
+        ``(B, O, I, K, K)`` when ``plane`` is given, else ``(B, O, I, K, K, K)``: a permuted view of one
+        GEMM's output, not contiguous for ``B > 1`` (use ``reshape``, not ``view``).
     """
-    o, i, k = weight.shape[0], weight.shape[1], weight.shape[2]
-    b = real.shape[0]
-    real = real.to(weight.dtype)
+    k = weight.shape[2]
     imag = imag.to(weight.dtype) if imag is not None else None
-    if plane is not None:
-        # first axis: one row of S_0, a weighted sum of the K planes of U (one GEMM)
-        planes = weight.permute(2, 0, 1, 3, 4).reshape(k, -1)  # (K_a, O*I*K*K)
-        xr = (real[:, 0, plane] @ planes).view(b, o, i, 1, k, k)
-        xi = (imag[:, 0, plane] @ planes).view(b, o, i, 1, k, k) if imag is not None else None
-    else:
-        w = weight.unsqueeze(0)
-        xr = _contract(real[:, 0], w, 0)
-        xi = _contract(imag[:, 0], w, 0) if imag is not None else None
-    # second axis: complex product tracked as (real, imag) pairs
-    if imag is None:
-        yr = _contract(real[:, 1], xr, 1)
-        out = _contract(real[:, 2], yr, 2)
-    else:
-        yr = _contract(real[:, 1], xr, 1) - _contract(imag[:, 1], xi, 1)
-        yi = _contract(real[:, 1], xi, 1) + _contract(imag[:, 1], xr, 1)
-        out = _contract(real[:, 2], yr, 2) - _contract(imag[:, 2], yi, 2)
-    return out.squeeze(3) if plane is not None else out
+    m = shift_matrix(real.to(weight.dtype), imag, plane)  # (B, P, K^3)
+    return mix_kernel(weight, m, (k,) * (2 if plane is not None else 3))
 
 
 def shift_kernel(weight: torch.Tensor, shift: torch.Tensor, plane: int | None = None) -> torch.Tensor:

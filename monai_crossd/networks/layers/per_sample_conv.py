@@ -1,20 +1,109 @@
 """Convolution with a different kernel for every sample of a batch.
 
-The batch is folded into the channel axis and run as one grouped convolution with
-``groups = B * groups`` (the trick of timm's ``CondConv2d``): one kernel launch instead of ``B``,
-and the same FLOPs as a shared kernel. ``reshape`` (not ``view``) keeps channels_last inputs valid.
+Two problems live here, both with one dispatcher (:func:`select_path`) so that the choice of
+formulation per device is made in one place:
+
+* :func:`per_sample_conv` convolves sample ``b`` with a given kernel ``kernels[b]``. The default
+  folds the batch into the channel axis and runs one grouped convolution with ``groups = B * groups``
+  (the trick of timm's ``CondConv2d``): one kernel launch instead of ``B`` and the FLOPs of a shared
+  kernel. ``reshape`` (not ``view``) keeps channels_last inputs valid. On CPU, small feature maps run
+  faster as ``unfold`` + one batched GEMM (``"unfold"``) and a plain loop over samples (``"loop"``) is
+  the fallback that any backend supports.
+* :func:`per_sample_mixed_conv` convolves sample ``b`` with ``kernel_b = mix[b] @ weight``, a per-sample
+  linear map of one shared weight (Cross-D Conv: the Fourier shift of the knowledge base). It either
+  materialises the ``B`` kernels (one GEMM over the shared weight, then :func:`per_sample_conv`) or
+  never builds them: the map is applied to the taps of the unfolded input instead and one GEMM with
+  the shared weight follows (``"mixed_unfold"``). The second costs ``Q / P`` times the FLOPs of the
+  convolution (3x for a 2D plane of a cubic kernel) but reads the weight once for the whole batch,
+  where materialising writes and reads ``B`` kernels: on feature maps of a few pixels (ResNet stages
+  3-4 at 64x64 inputs) the kernels are larger than the activations and this wins by several times.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["per_sample_conv"]
+__all__ = [
+    "PATHS",
+    "MIXED_PATHS",
+    "mix_kernel",
+    "per_sample_conv",
+    "per_sample_mixed_conv",
+    "select_path",
+]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+PATHS = ("grouped", "loop", "unfold")
+"""Formulations of :func:`per_sample_conv` (``"unfold"`` needs 2D inputs)."""
+
+MIXED_PATHS = ("materialize", "mixed_unfold")
+"""Formulations of :func:`per_sample_mixed_conv` (``"mixed_unfold"`` needs 2D inputs)."""
+
+# output positions per sample up to which the never-materialising formulation is chosen, per device
+# type; measured on CPU with ResNet18 stages (benchmarks/README.md). Not measured on CUDA: the
+# grouped convolution is fast there and only the tiniest maps go the GEMM way.
+_MIXED_UNFOLD_MAX_POSITIONS = {"cpu": 256, "cuda": 16}
+_UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
+
+
+def _ntuple(value: Sequence[int] | int, n: int) -> tuple[int, ...]:
+    return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def _out_positions(spatial: Sequence[int], kernel: Sequence[int], stride, padding, dilation) -> int:
+    n = len(spatial)
+    stride, padding, dilation = _ntuple(stride, n), _ntuple(padding, n), _ntuple(dilation, n)
+    sizes = [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in zip(spatial, kernel, stride, padding, dilation)]
+    return math.prod(sizes)
+
+
+def select_path(x: torch.Tensor, kernel_size: Sequence[int], stride, padding, dilation, mixed: bool) -> str:
+    """The formulation used for ``x`` on its device: the one place where the choice is made.
+
+    Args:
+        x: the input ``(B, C, *spatial)``.
+        kernel_size: the spatial kernel shape.
+        stride, padding, dilation: of the convolution (``padding`` as numbers).
+        mixed: choose among :data:`MIXED_PATHS` (for :func:`per_sample_mixed_conv`) instead of
+            :data:`PATHS`.
+
+    Returns:
+        a name from :data:`MIXED_PATHS` or :data:`PATHS`. Unknown devices get the plain paths
+        (``"materialize"`` + ``"grouped"``).
+    """
+    nd = x.ndim - 2
+    positions = _out_positions(x.shape[2:], kernel_size, stride, padding, dilation)
+    dev = x.device.type
+    if mixed:
+        ok = nd == 2 and x.shape[0] > 1 and positions <= _MIXED_UNFOLD_MAX_POSITIONS.get(dev, 0)
+        return "mixed_unfold" if ok else "materialize"
+    ok = nd == 2 and x.shape[0] > 1 and positions <= _UNFOLD_MAX_POSITIONS.get(dev, 0)
+    return "unfold" if ok else "grouped"
+
+
+def _check_path(path: str, options: Sequence[str], nd: int) -> None:
+    if path not in options:
+        raise ValueError(f"`path` should be one of {tuple(options)} or None, got {path!r}.")
+    if path in ("unfold", "mixed_unfold") and nd != 2:
+        raise ValueError(f"`path={path!r}` needs a 2D input (B, C, H, W), got {nd} spatial dims.")
+
+
+def _add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return out if bias is None else out + bias.to(out.dtype).view(1, -1, *(1,) * (out.ndim - 2))
+
+
+def _out_shape(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[int]:
+    n = x.ndim - 2
+    stride, padding, dilation = _ntuple(stride, n), _ntuple(padding, n), _ntuple(dilation, n)
+    return [
+        (s + 2 * p - d * (k - 1) - 1) // st + 1
+        for s, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)
+    ]
 
 
 def per_sample_conv(
@@ -25,6 +114,7 @@ def per_sample_conv(
     padding: Sequence[int] | int = 0,
     dilation: Sequence[int] | int = 1,
     groups: int = 1,
+    path: str | None = None,
 ) -> torch.Tensor:
     """``out[b] = conv(x[b], kernels[b]) + bias``.
 
@@ -33,6 +123,8 @@ def per_sample_conv(
         kernels: ``(B, C_out, C_in / groups, *kernel)``; a ``(C_out, C_in / groups, *kernel)`` kernel is shared.
         bias: ``(C_out,)`` or ``None``.
         stride, padding, dilation, groups: as in ``torch.nn.functional.conv2d`` (padding as numbers).
+        path: one of :data:`PATHS`, or ``None`` for :func:`select_path`'s choice. All give the same
+            result up to rounding. Defaults to None.
 
     Returns:
         ``(B, C_out, *spatial_out)``.
@@ -44,16 +136,105 @@ def per_sample_conv(
     b = x.shape[0]
     if b == 1:
         return conv(x, kernels[0], bias, stride, padding, dilation, groups)
-    out = conv(
-        x.reshape(1, -1, *x.shape[2:]),
-        kernels.reshape(-1, *kernels.shape[2:]),
-        None,
-        stride,
-        padding,
-        dilation,
-        b * groups,
-    )
-    out = out.reshape(b, kernels.shape[1], *out.shape[2:])
-    if bias is not None:
-        out = out + bias.to(out.dtype).view(1, -1, *(1,) * nd)
-    return out
+    if path is None:
+        path = select_path(x, kernels.shape[3:], stride, padding, dilation, mixed=False)
+    _check_path(path, PATHS, nd)
+    if path == "loop":
+        out = torch.cat([conv(x[i : i + 1], kernels[i], None, stride, padding, dilation, groups) for i in range(b)])
+    elif path == "unfold":
+        # im2col once for the batch, then one (B * groups)-batched GEMM with the per-sample kernels
+        o, ksize = kernels.shape[1], kernels.shape[3:]
+        cols = F.unfold(x, ksize, dilation, padding, stride)  # (B, C * P, L)
+        cols = cols.view(b, groups, -1, cols.shape[-1])
+        out = torch.matmul(kernels.reshape(b, groups, o // groups, -1), cols)  # (B, g, O / g, L)
+        out = out.view(b, o, *_out_shape(x, ksize, stride, padding, dilation))
+    else:
+        out = conv(
+            x.reshape(1, -1, *x.shape[2:]),
+            kernels.reshape(-1, *kernels.shape[2:]),
+            None,
+            stride,
+            padding,
+            dilation,
+            b * groups,
+        )
+        out = out.reshape(b, kernels.shape[1], *out.shape[2:])
+    return _add_bias(out, bias)
+
+
+def mix_kernel(weight: torch.Tensor, mix: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
+    """``kernels[b] = mix[b] @ weight`` over the flattened taps: one GEMM for the whole batch.
+
+    Args:
+        weight: ``(O, I, *taps)``, shared; ``Q = prod(taps)``.
+        mix: ``(B, P, Q)``.
+        kernel_size: the output kernel shape, ``prod(kernel_size) = P``.
+
+    Returns:
+        ``(B, O, I, *kernel_size)``: a permuted view of the GEMM's ``(O, I, B, P)`` output, not contiguous
+        for ``B > 1`` (use ``reshape``).
+    """
+    o, i = weight.shape[:2]
+    b, p, q = mix.shape
+    out = weight.reshape(o * i, q) @ mix.reshape(-1, q).t()  # reads the weight once
+    return out.view(o, i, -1, *kernel_size).movedim(2, 0)  # -1: keeps the shape static for ONNX export
+
+
+def per_sample_mixed_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mix: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Sequence[int] | int = 1,
+    padding: Sequence[int] | int = 0,
+    dilation: Sequence[int] | int = 1,
+    groups: int = 1,
+    path: str | None = None,
+) -> torch.Tensor:
+    """``out[b] = conv(x[b], mix[b] @ weight) + bias``: a per-sample linear map of one shared weight.
+
+    Args:
+        x: ``(B, C_in, *spatial)`` with 1 to 3 spatial dims.
+        weight: ``(C_out, C_in / groups, *taps)`` with ``Q = prod(taps)`` taps (``(K, K, K)`` for Cross-D).
+        mix: ``(B, P, Q)``: row ``p`` gives output tap ``p`` (row-major over a cubic kernel of
+            ``x.ndim - 2`` axes, so ``P = K^2`` for a 2D kernel) as a combination of the ``Q`` taps.
+        bias: ``(C_out,)`` or ``None``.
+        stride, padding, dilation, groups: as in ``torch.nn.functional.conv2d`` (padding as numbers).
+        path: one of :data:`MIXED_PATHS`, or ``None`` for :func:`select_path`'s choice. All give the same
+            result up to rounding. Defaults to None.
+
+    Returns:
+        ``(B, C_out, *spatial_out)``.
+
+    Example:
+        >>> x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3, 3)
+        >>> per_sample_mixed_conv(x, w, torch.randn(2, 9, 27), padding=1).shape
+        torch.Size([2, 6, 8, 8])
+    """
+    nd = x.ndim - 2
+    if nd not in _CONV:
+        raise ValueError(f"`x` should have 1 to 3 spatial dims, got shape {tuple(x.shape)}.")
+    if mix.ndim != 3:
+        raise ValueError(f"`mix` should have shape (B, P, Q), got {tuple(mix.shape)}.")
+    b, p, q = mix.shape
+    k = round(p ** (1 / nd))
+    if b != x.shape[0] or k**nd != p or q != math.prod(weight.shape[2:]):
+        raise ValueError(
+            f"`mix` should have shape (B={x.shape[0]}, K^{nd}, {math.prod(weight.shape[2:])}), got {tuple(mix.shape)}."
+        )
+    kernel_size = (k,) * nd
+    if path is None:
+        path = select_path(x, kernel_size, stride, padding, dilation, mixed=True)
+    _check_path(path, MIXED_PATHS, nd)
+    if path == "materialize":
+        return per_sample_conv(x, mix_kernel(weight, mix, kernel_size), bias, stride, padding, dilation, groups)
+    # mix the taps of the unfolded input (cheap: C * P * Q per position) and run one GEMM with the
+    # shared weight, batch and positions folded into its N dimension
+    o, c, g = weight.shape[0], x.shape[1], groups
+    cols = F.unfold(x, kernel_size, dilation, padding, stride)  # (B, C * P, L)
+    length = cols.shape[-1]
+    mixed = torch.matmul(mix.transpose(1, 2).unsqueeze(1), cols.view(b, c, p, length))  # (B, C, Q, L)
+    mixed = mixed.permute(1, 2, 0, 3).reshape(g, (c // g) * q, b * length)  # batch and positions: GEMM's N
+    out = torch.bmm(weight.reshape(g, o // g, (c // g) * q), mixed)  # (g, O / g, B * L)
+    out = out.view(o, b, length).transpose(0, 1).reshape(b, o, *_out_shape(x, kernel_size, stride, padding, dilation))
+    return _add_bias(out, bias)

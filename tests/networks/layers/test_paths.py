@@ -1,0 +1,137 @@
+"""Every formulation of the per-sample convolutions gives the same outputs and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_crossd.networks.layers.fourier_shift import shift_kernel, shift_matrix, shift_operators
+from monai_crossd.networks.layers.per_sample_conv import (
+    MIXED_PATHS,
+    PATHS,
+    mix_kernel,
+    per_sample_conv,
+    per_sample_mixed_conv,
+    select_path,
+)
+
+F64 = dict(dtype=torch.float64)
+TOL = dict(atol=1e-10, rtol=1e-10)
+
+# (conv kwargs, input spatial shape)
+CASES_2D = [
+    (dict(padding=1), (9, 8)),
+    (dict(stride=2, padding=1), (9, 8)),
+    (dict(padding=2, dilation=2), (11, 10)),
+    (dict(padding=(0, 1), stride=(1, 2)), (6, 7)),
+    (dict(padding=1, groups=2), (5, 5)),
+]
+
+
+def _grads(fn, *tensors):
+    out = fn(*tensors)
+    grad_out = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+    return (out, *torch.autograd.grad(out, tensors, grad_out))
+
+
+def _assert_same(results):
+    first = results[0]
+    for other in results[1:]:
+        for a, b in zip(first, other):
+            torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("kwargs,spatial", CASES_2D)
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_sample_conv_paths_2d(kwargs, spatial, bias):
+    g = kwargs.get("groups", 1)
+    x = torch.randn(3, 4, *spatial, **F64, requires_grad=True)
+    k = torch.randn(3, 6, 4 // g, 3, 3, **F64, requires_grad=True)
+    b = torch.randn(6, **F64, requires_grad=True) if bias else None
+    tensors = (x, k, b) if bias else (x, k)
+    results = [
+        _grads(lambda x, k, b=b: per_sample_conv(x, k, b, path=path, **kwargs), *tensors) for path in PATHS
+    ]
+    _assert_same(results)
+    # and each sample is the plain convolution with its own kernel
+    conv = torch.nn.functional.conv2d
+    expected = torch.cat([conv(x[i : i + 1], k[i], b, **kwargs) for i in range(3)])
+    torch.testing.assert_close(results[0][0], expected, **TOL)
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_per_sample_conv_paths_other_dims(nd):
+    x = torch.randn(2, 3, *(5,) * nd, **F64, requires_grad=True)
+    k = torch.randn(2, 4, 3, *(3,) * nd, **F64, requires_grad=True)
+    results = [_grads(lambda x, k: per_sample_conv(x, k, padding=1, path=p), x, k) for p in ("grouped", "loop")]
+    _assert_same(results)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("kwargs,spatial", CASES_2D)
+def test_mixed_paths_2d(k, kwargs, spatial):
+    """Materialising the shifted kernels and mixing the taps of the input agree, gradients included."""
+    g = kwargs.get("groups", 1)
+    kwargs = dict(kwargs, padding=kwargs.get("padding", 0) if k == 3 else 0)
+    x = torch.randn(3, 4, *spatial, **F64, requires_grad=True)
+    weight = torch.randn(6, 4 // g, k, k, k, **F64, requires_grad=True)
+    bias = torch.randn(6, **F64, requires_grad=True)
+    shift = (1 + 0.3 * torch.randn(3, 3, **F64)).requires_grad_(True)
+
+    def run(path):
+        def fn(x, weight, bias, shift):
+            real, imag = shift_operators(shift, k)
+            return per_sample_mixed_conv(x, weight, shift_matrix(real, imag, k // 2), bias, path=path, **kwargs)
+
+        return _grads(fn, x, weight, bias, shift)
+
+    results = [run(path) for path in MIXED_PATHS]
+    _assert_same(results)
+    # the same as convolving with the kernels of shift_kernel (which the FFT oracle tests pin down)
+    kernels = shift_kernel(weight, shift, plane=k // 2)
+    expected = per_sample_conv(x, kernels, bias, path="loop", **kwargs)
+    torch.testing.assert_close(results[0][0], expected, **TOL)
+
+
+def test_mixed_paths_float32():
+    x, weight = torch.randn(4, 8, 6, 6), torch.randn(16, 8, 3, 3, 3)
+    real, imag = shift_operators(1 + 0.3 * torch.randn(4, 3), 3)
+    mix = shift_matrix(real, imag, 1)
+    out = [per_sample_mixed_conv(x, weight, mix, padding=1, path=p) for p in MIXED_PATHS]
+    torch.testing.assert_close(out[0], out[1], atol=1e-4, rtol=1e-4)
+
+
+def test_mix_kernel_matches_shift_kernel():
+    weight = torch.randn(5, 3, 4, 4, 4, **F64)
+    shift = torch.randn(2, 3, **F64)
+    real, imag = shift_operators(shift, 4)
+    torch.testing.assert_close(mix_kernel(weight, shift_matrix(real, imag), (4, 4, 4)), shift_kernel(weight, shift))
+
+
+def test_mixed_3d_materializes():
+    x, weight = torch.randn(2, 3, 4, 5, 5, **F64), torch.randn(4, 3, 3, 3, 3, **F64)
+    shift = torch.randn(2, 3, **F64)
+    real, imag = shift_operators(shift, 3)
+    out = per_sample_mixed_conv(x, weight, shift_matrix(real, imag), padding=1)
+    expected = per_sample_conv(x, shift_kernel(weight, shift), padding=1, path="loop")
+    torch.testing.assert_close(out, expected, **TOL)
+
+
+def test_select_path():
+    small, large = torch.randn(8, 4, 4, 4), torch.randn(8, 4, 64, 64)
+    assert select_path(small, (3, 3), 1, 1, 1, mixed=True) == "mixed_unfold"
+    assert select_path(large, (3, 3), 1, 1, 1, mixed=True) == "materialize"
+    assert select_path(torch.randn(8, 4, 4, 4, 4), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"
+    assert select_path(torch.randn(1, 4, 4, 4), (3, 3), 1, 1, 1, mixed=True) == "materialize"
+    assert select_path(small, (3, 3), 1, 1, 1, mixed=False) in PATHS
+    assert select_path(large, (3, 3), 1, 1, 1, mixed=False) == "grouped"
+
+
+def test_bad_path_is_named():
+    x, k = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"`path` should be one of \('grouped', 'loop', 'unfold'\) or None, got 'bmm'"):
+        per_sample_conv(x, k, path="bmm")
+    with pytest.raises(ValueError, match=r"`path='unfold'` needs a 2D input"):
+        per_sample_conv(torch.randn(2, 3, 5, 5, 5), torch.randn(2, 4, 3, 3, 3, 3), path="unfold")
+    with pytest.raises(ValueError, match=r"`mix` should have shape \(B=2, K\^2, 27\), got \(2, 8, 27\)"):
+        per_sample_mixed_conv(x, torch.randn(4, 3, 3, 3, 3), torch.randn(2, 8, 27))
