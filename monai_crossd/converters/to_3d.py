@@ -67,7 +67,7 @@ def crossd_conv_to_3d(layer: CrossDConv) -> CrossDConv:
         rotation=layer.rotation,
         kernel_3d=layer.kernel_3d,
         rotation_channels=layer.rotation_net[0].out_channels,
-    )
+    ).to(device=layer.weight.device, dtype=layer.weight.dtype)
     new.load_state_dict(layer.state_dict())
     return finish_like(new, layer)
 

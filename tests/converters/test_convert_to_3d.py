@@ -139,14 +139,14 @@ def test_conv_transpose():
 
 
 def test_existing_crossd_layers_become_3d_with_the_same_state_dict():
-    model2d, _ = convert_to_crossd(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)))
+    model2d, _ = convert_to_crossd(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)).double())
     model3d, report = convert_to_3d(model2d, "i3d")
     assert report.replaced["0"] == "CrossDConv(spatial_dims=2) -> CrossDConv(spatial_dims=3), same state_dict"
     assert model3d[0].spatial_dims == 3 and model3d[0].padding == (1, 1, 1)
     sd2, sd3 = model2d.state_dict(), model3d.state_dict()
     assert sd2.keys() == sd3.keys() and all(torch.equal(sd2[k], sd3[k]) for k in sd2)
-    x = torch.randn(1, 2, 7, 7)
-    torch.testing.assert_close(model3d.eval()(x.unsqueeze(2))[:, :, 0], model2d.eval()(x), rtol=1e-5, atol=1e-5)
+    x = torch.randn(1, 2, 7, 7, dtype=torch.float64)
+    torch.testing.assert_close(model3d.eval()(x.unsqueeze(2))[:, :, 0], model2d.eval()(x), rtol=1e-10, atol=1e-10)
 
 
 def test_crossd_kwargs_and_acs_split_are_passed():
