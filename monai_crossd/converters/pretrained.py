@@ -425,6 +425,9 @@ def load_pretrained_2d(
         if strict:
             raise ValueError(message + " Pass strict=False to load the keys that fit.")
         logger.warning(message)
+        for name, keys in (("missing", report.missing_keys), ("unexpected", report.unexpected_keys)):
+            if keys:
+                logger.warning("%s keys (%d): %s", name, len(keys), ", ".join(keys))
 
     with torch.no_grad():
         model.load_state_dict(values, strict=False)

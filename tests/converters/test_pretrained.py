@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -191,7 +192,7 @@ def test_authors_crossd_checkpoint_is_copied_as_is(tmp_path):
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())
 
 
-def test_strict_lists_keys_and_leaves_the_model_alone(checkpoint, resnet18, tmp_path):
+def test_strict_lists_keys_and_leaves_the_model_alone(checkpoint, resnet18, tmp_path, caplog):
     state = dict(resnet18.state_dict())
     del state["layer4.1.bn2.running_mean"]
     state["extra.weight"] = torch.zeros(2)
@@ -208,7 +209,9 @@ def test_strict_lists_keys_and_leaves_the_model_alone(checkpoint, resnet18, tmp_
     with pytest.raises(ValueError, match=message):
         load_pretrained_2d(target, path)
     assert torch.equal(target.conv1.weight, before)
-    report = load_pretrained_2d(target, path, strict=False)
+    with caplog.at_level(logging.WARNING, logger="monai_crossd.converters.pretrained"):
+        report = load_pretrained_2d(target, path, strict=False)
+    assert "missing keys (1): layer4.1.bn2.running_mean" in caplog.text and "unexpected keys (1): extra.weight" in caplog.text
     assert report.missing_keys == ["layer4.1.bn2.running_mean"] and report.unexpected_keys == ["extra.weight"]
     assert list(report.mismatched) == ["layer1.0.conv1.weight"] and not report.ok
     assert torch.equal(target.conv1.weight, resnet18.conv1.weight)
