@@ -23,6 +23,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lib.bundles import bundle_kind, ensure_checkpoint, read_metadata, resolve_models, stage_bundle
+from lib.infers import CrossDClassificationInfer, CrossDSegmentationInfer
+from lib.trainers import CrossDBundleTrainTask
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -32,9 +35,6 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
 import monai_crossd
-from lib.bundles import bundle_kind, ensure_checkpoint, read_metadata, resolve_models, stage_bundle
-from lib.infers import CrossDClassificationInfer, CrossDSegmentationInfer
-from lib.trainers import CrossDBundleTrainTask
 
 __all__ = ["CrossDApp"]
 
@@ -107,4 +107,3 @@ class CrossDApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"random": Random(), "first": First()}
-

@@ -26,7 +26,8 @@ BUNDLE_KINDS: dict[str, str] = {
     "crossd_brats": "classification",
 }
 
-_SKIP = ("models", "eval", "runs", "logs", "__pycache__", "*.pyc")
+#: folders of a bundle not copied into the working copy (``models/`` is handled on its own)
+_SKIP_DIRS = ("models", "eval", "runs", "logs", "demo_data", "__pycache__")
 
 
 def bundle_kind(name: str, metadata: Mapping | None = None) -> str:
@@ -89,8 +90,9 @@ def resolve_models(conf_models: str | None, bundles_dir: str | os.PathLike) -> d
 def stage_bundle(src: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     """Copy a bundle into ``model_dir`` (configs and docs refreshed each time, ``models/`` kept).
 
-    A checkpoint found in the source bundle's ``models/`` is copied only when the working copy has none, so weights
-    trained from MONAI Label survive a restart.
+    The source bundle's ``models/`` (checkpoint and companions such as ``model_config.json``) is copied only when the
+    working copy has no ``models/model.pt``, so weights trained from MONAI Label survive a restart. Outputs and demo
+    data (``eval``, ``runs``, ``logs``, ``demo_data``) are not copied.
 
     Args:
         src: the bundle folder in the repository.
@@ -103,20 +105,21 @@ def stage_bundle(src: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     dst = Path(model_dir) / src.name
     dst.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():
-        if item.name in ("models", "eval", "runs", "logs", "__pycache__"):
+        if item.name in _SKIP_DIRS:
             continue
         target = dst / item.name
         if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*_SKIP))
+            shutil.copytree(item, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(item, target)
     src_models, dst_models = src / "models", dst / "models"
     dst_models.mkdir(exist_ok=True)
-    if src_models.is_dir():
-        for f in src_models.iterdir():
-            if f.is_file() and not (dst_models / f.name).exists():
-                shutil.copy2(f, dst_models / f.name)
-                logger.info("bundle %s: copied checkpoint %s into the working copy", src.name, f.name)
+    # the checkpoint and its companions (e.g. model_config.json) travel together: only into a copy without one
+    if (src_models / "model.pt").is_file() and not (dst_models / "model.pt").exists():
+        copied = [f for f in src_models.iterdir() if f.is_file() and (f.name == "model.pt" or f.suffix != ".pt")]
+        for f in copied:
+            shutil.copy2(f, dst_models / f.name)
+        logger.info("bundle %s: copied %s into the working copy", src.name, sorted(f.name for f in copied))
     return dst
 
 
@@ -129,7 +132,9 @@ def _read_config(path: Path):
     return parser
 
 
-def ensure_checkpoint(bundle: str | os.PathLike, config_names: Sequence[str] = ("inference.json", "inference.yaml")) -> Path:
+def ensure_checkpoint(
+    bundle: str | os.PathLike, config_names: Sequence[str] = ("inference.json", "inference.yaml")
+) -> Path:
     """Make sure ``bundle/models/model.pt`` exists; write the network's initial weights when it does not.
 
     A bundle whose weights are not in the repository (``bundles/*/models/`` is not committed) would otherwise be

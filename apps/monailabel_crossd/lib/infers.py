@@ -16,11 +16,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
+from lib.bundles import read_metadata
+from lib.transforms import LoadStudyd, StashImagePathd, ToProbabilitiesd
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, SaveImaged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
-
-from lib.transforms import MODALITIES, LoadStudyd, StashImagePathd, ToProbabilitiesd
 
 __all__ = ["CrossDClassificationInfer", "CrossDSegmentationInfer"]
 
@@ -48,36 +48,68 @@ class CrossDSegmentationInfer(BundleInferTask):
 class CrossDClassificationInfer(BundleInferTask):
     """Classification of a multi-modal study with a Cross-D bundle (e.g. ``crossd_brats``).
 
-    Input: ``image`` is a 4D NIfTI ``(X, Y, Z, 4)`` with channels ``FLAIR, T1w, T1wCE, T2w`` or a study folder of
-    four DICOM series (or NIfTI files) named after the modalities. Output (``output=json``):
-    ``{"prediction": [{"idx": i, "label": name, "score": p}, ...]}``.
+    Input: ``image`` is a 4D NIfTI ``(X, Y, Z, C)`` whose channels are the bundle's modalities in order
+    (``crossd_brats``: ``FLAIR, T1w, T1wCE, T2w``, as its ``metadata.json`` ``channel_def``), or a study folder holding
+    one DICOM series (or NIfTI file) per modality, matched by name. The bundle's preprocessing runs as is, except its
+    loading steps (``LoadImaged``, ``EnsureChannelFirstd``), which :class:`~lib.transforms.LoadStudyd` replaces: it
+    fills the same keys (one per modality when the bundle loads modality keys, else the stacked ``image``). Output
+    (``output=json``): ``{"prediction": [{"idx": i, "label": name, "score": p}, ...], "modalities": [...]}``; no
+    restore step (MONAI Label's classification type).
 
     Args:
         path: the (working copy of the) bundle folder.
-        conf: the app's ``--conf`` options (``modalities``: comma-separated channel order; defaults to
-            ``FLAIR,T1w,T1wCE,T2w``).
+        conf: the app's ``--conf`` options (``modalities``: comma-separated channel order, for a bundle that loads
+            one stacked ``image``; defaults to the ``channel_def`` of its input in ``metadata.json``).
         kwargs: further :class:`monailabel.tasks.infer.bundle.BundleInferTask` arguments.
+
+    Raises:
+        ValueError: the bundle's preprocessing has no ``LoadImaged`` or its input has no channel names.
     """
 
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
         kwargs.setdefault("load_strict", True)
+        kwargs.setdefault("extend_load_image", False)
         super().__init__(path, conf, type=InferType.CLASSIFICATION, add_post_restore=False, **kwargs)
-        order = conf.get("modalities")
-        self.modalities = tuple(m.strip() for m in order.split(",")) if order else MODALITIES
+        if not self.valid:
+            return
+        loaders = [t for t in self._bundle_pre() if isinstance(t, LoadImaged)]
+        if not loaders:
+            raise ValueError(f"bundle {path!r}: its `preprocessing` has no LoadImaged to replace with a study loader.")
+        load_keys = [str(k) for k in loaders[0].keys]
+        self.split = load_keys != [self.key_image]
+        if self.split:
+            self.modalities = tuple(load_keys)
+        elif conf.get("modalities"):
+            self.modalities = tuple(m.strip() for m in conf["modalities"].split(","))
+        else:
+            meta = read_metadata(path)["network_data_format"]["inputs"][self.key_image]
+            names = [v for _, v in sorted(meta.get("channel_def", {}).items(), key=lambda kv: int(kv[0]))]
+            if not names:
+                raise ValueError(
+                    f"bundle {path!r}: input {self.key_image!r} has no channel_def; set --conf modalities."
+                )
+            self.modalities = tuple(names)
+        self.load_keys = set(load_keys)
+
+    def _bundle_pre(self) -> list:
+        c = self.bundle_config.get_parsed_content("preprocessing", instantiate=True)
+        return list(c.transforms) if isinstance(c, Compose) else list(c)
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         bundle_pre = super().pre_transforms(data)
-        # the study is loaded here (4D NIfTI or DICOM study folder); the bundle's loading steps are dropped
-        dropped = (LoadImaged, EnsureChannelFirstd)
-        kept = [t for t in bundle_pre if not isinstance(t, dropped) and type(t).__name__ != "LoadImageTensord"]
-        return [StashImagePathd(), LoadStudyd(keys=self.key_image, modalities=self.modalities), *kept]
+        kept = [
+            t
+            for t in bundle_pre
+            if not (isinstance(t, (LoadImaged, EnsureChannelFirstd)) and set(map(str, t.keys)) <= self.load_keys)
+        ]
+        loader = LoadStudyd(keys=self.key_image, modalities=self.modalities, split=self.split)
+        return [StashImagePathd(), loader, *kept]
 
     def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        # the bundle's postprocessing (argmax, saving, inverting) is for files; MONAI Label wants scores
+        # the bundle's postprocessing is for its own writer; MONAI Label wants one vector of class scores
         return [ToProbabilitiesd(keys=self.key_pred)]
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
         label_file, result = super().writer(data, extension, dtype)
         result["modalities"] = list(self.modalities)
         return label_file, result
-

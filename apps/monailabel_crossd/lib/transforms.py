@@ -78,34 +78,61 @@ class StashImagePathd:
 
 
 class LoadStudyd:
-    """Load a multi-modal study as one channel-first image: a 4D NIfTI, or a folder of DICOM series / NIfTI files.
+    """Load a multi-modal study given as one path: a 4D NIfTI, or a folder of DICOM series / NIfTI files.
 
     Input conventions (``d[key]`` is a path):
 
-    * a 4D NIfTI ``(X, Y, Z, C)`` whose channels are already in ``modalities`` order (MSD BraTS layout);
+    * a 4D NIfTI ``(X, Y, Z, C)`` whose channels are in ``modalities`` order (the MSD BraTS layout);
     * a study folder holding one DICOM series folder (or one NIfTI file) per modality, matched by name with
-      :func:`monai_crossd.data.dicom.match_series` (e.g. TCIA ``11-T1post-18670`` -> ``T1wCE``). Every modality is
-      resampled onto the grid of the first one (``modalities[0]``) so that series of different geometry stack.
+      :func:`monai_crossd.data.dicom.match_series` (e.g. TCIA ``11-T1post-18670`` -> ``T1wCE``).
+
+    Output: with ``split=True`` one channel-first image per modality under the modality's key (``d["FLAIR"]``, ...),
+    for a bundle whose own preprocessing aligns and concatenates the modalities; with ``split=False`` one
+    ``(C, X, Y, Z)`` image under ``key``, every modality resampled onto the grid of ``modalities[0]``.
 
     Args:
-        keys: the image key. Defaults to ``"image"``.
+        keys: the key holding the study path. Defaults to ``"image"``.
         modalities: modality keys, i.e. the channel order. Defaults to ``("FLAIR", "T1w", "T1wCE", "T2w")``.
+        split: one key per modality (True) or one stacked image (False). Defaults to False.
 
     Raises:
-        ValueError: the path is neither a 4D NIfTI with ``len(modalities)`` channels nor a study folder whose
+        ValueError: the path is neither a 4D image with ``len(modalities)`` channels nor a study folder whose
             series match every modality.
     """
 
-    def __init__(self, keys: str | Sequence[str] = "image", modalities: Sequence[str] = MODALITIES) -> None:
+    def __init__(
+        self, keys: str | Sequence[str] = "image", modalities: Sequence[str] = MODALITIES, split: bool = False
+    ) -> None:
         self.keys = [keys] if isinstance(keys, str) else list(keys)
         self.modalities = tuple(modalities)
+        self.split = split
 
-    def _load_one(self, path: str):
+    @staticmethod
+    def _load_one(path: str):
         from monai.transforms import EnsureChannelFirst, LoadImage
 
         reader = "PydicomReader" if Path(path).is_dir() else None
         img = LoadImage(image_only=True, reader=reader)(path)
-        return EnsureChannelFirst()(img)
+        return EnsureChannelFirst()(img).float()
+
+    def _load(self, key: str, path: str) -> dict[str, Any]:
+        """modality -> channel-first image."""
+        from monai.data import MetaTensor
+
+        if Path(path).is_dir():
+            from monai_crossd.data.dicom import match_series
+
+            series = match_series(path, modalities=self.modalities)
+            logger.info("study %s: %s", path, {m: os.path.basename(series[m]) for m in self.modalities})
+            return {m: self._load_one(series[m]) for m in self.modalities}
+        img = self._load_one(str(path))
+        n = len(self.modalities)
+        if img.shape[0] != n:
+            raise ValueError(
+                f"`{key}` should be a 4D image with {n} channels {list(self.modalities)} or a study folder, "
+                f"got {str(path)!r} with {img.shape[0]} channel(s) (shape {tuple(img.shape)})."
+            )
+        return {m: MetaTensor(img[i : i + 1].as_tensor(), meta=dict(img.meta)) for i, m in enumerate(self.modalities)}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from monai.data import MetaTensor
@@ -116,31 +143,19 @@ class LoadStudyd:
             path = d[key]
             if not isinstance(path, (str, os.PathLike)):
                 continue  # already loaded
-            n = len(self.modalities)
-            if Path(path).is_dir():
-                from monai_crossd.data.dicom import match_series
-
-                series = match_series(path, modalities=self.modalities)
-                first = self._load_one(series[self.modalities[0]])
-                channels = [first]
-                for m in self.modalities[1:]:
-                    img = self._load_one(series[m])
-                    if img.shape[1:] != first.shape[1:] or not np.allclose(img.affine, first.affine, atol=1e-3):
-                        img = ResampleToMatch(mode="bilinear")(img, img_dst=first)
-                    channels.append(img)
-                stacked = torch.cat([torch.as_tensor(c, dtype=torch.float32) for c in channels], dim=0)
-                out = MetaTensor(stacked, affine=first.affine, meta=dict(first.meta))
-                out.meta["filename_or_obj"] = str(path)
-                out.meta["modalities"] = list(self.modalities)
-                logger.info("study %s: %s", path, {m: os.path.basename(series[m]) for m in self.modalities})
-            else:
-                out = self._load_one(str(path))
-                if out.shape[0] != n:
-                    raise ValueError(
-                        f"`{key}` should be a 4D image with {n} channels {list(self.modalities)} or a study folder, "
-                        f"got {str(path)!r} with {out.shape[0]} channel(s) (shape {tuple(out.shape)})."
-                    )
-                out = out.float()
+            images = self._load(key, str(path))
+            if self.split:
+                d.update(images)
+                continue
+            first = images[self.modalities[0]]
+            channels = [first]
+            for m in self.modalities[1:]:
+                img = images[m]
+                if img.shape[1:] != first.shape[1:] or not np.allclose(img.affine, first.affine, atol=1e-3):
+                    img = ResampleToMatch(mode="bilinear")(img, img_dst=first)
+                channels.append(img)
+            out = MetaTensor(torch.cat([c.as_tensor() for c in channels], dim=0), meta=dict(first.meta))
+            out.meta["filename_or_obj"] = str(path)
             d[key] = out
         return d
 
