@@ -90,3 +90,13 @@ def test_errors_name_the_argument():
         ACSConv(2, 6, 3, padding_mode="zero")
     with pytest.raises(TypeError, match=r"`conv` should be an nn.Conv2d, got Linear"):
         ACSConv.from_conv(nn.Linear(2, 2))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_torchscript_trace_save_load(tmp_path):
+    layer = ACSConv(2, 7, 3, stride=(1, 2, 2), padding=1, groups=1).eval()
+    traced = torch.jit.trace(layer, torch.randn(1, 2, 6, 8, 8))
+    torch.jit.save(traced, tmp_path / "acs.pt")
+    loaded = torch.jit.load(tmp_path / "acs.pt")
+    x = torch.randn(2, 2, 5, 9, 10)  # another batch and volume size than traced
+    torch.testing.assert_close(loaded(x), layer(x))
