@@ -44,10 +44,13 @@ PATHS = ("grouped", "loop", "unfold")
 MIXED_PATHS = ("materialize", "mixed_unfold")
 """Formulations of :func:`per_sample_mixed_conv` (``"mixed_unfold"`` needs 2D inputs)."""
 
-# output positions per sample up to which the never-materialising formulation is chosen, per device
-# type; measured on CPU with ResNet18 stages (benchmarks/README.md). Not measured on CUDA: the
+# output positions per sample up to which the GEMM formulations are chosen, per device type. Both
+# trade FLOPs for memory traffic, and that trade depends on the positions only (kernels cost
+# B * O * I * P memory, the convolution B * O * I * P * L FLOPs). CPU values measured with ResNet18
+# stages at 64x64 inputs (fwd+bwd, batch 8; benchmarks/README.md): mixed_unfold wins by 3-15x at
+# 4x4 and 2x2 maps and loses by 1.5-9x from 8x8 up. CUDA values are a guess (not measured): the
 # grouped convolution is fast there and only the tiniest maps go the GEMM way.
-_MIXED_UNFOLD_MAX_POSITIONS = {"cpu": 256, "cuda": 16}
+_MIXED_UNFOLD_MAX_POSITIONS = {"cpu": 32, "cuda": 16}
 _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
 
 

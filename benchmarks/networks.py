@@ -1,0 +1,265 @@
+"""Network speed: ResNet18 training step and inference, and 3D Cross-D layers against ``nn.Conv3d``.
+
+ResNet18 (2D), one training step (forward, cross-entropy, backward, ``AdamW.step``) and one inference
+forward (``eval``, ``no_grad``), median of ``--repeats``:
+
+- ``plain``: ``torchvision.models.resnet18``;
+- ``crossd``: ``monai_crossd.networks.nets.crossd_resnet18(2, 3, num_classes)`` as committed;
+- ``crossd_mixed``: the same model with the ``CrossDConv.forward`` proposed in ``benchmarks/_proposed.py``;
+- ``fft``: torchvision's ResNet18 with every ``Conv2d`` replaced by ``tests.oracle.FFTCrossDConv2d``
+  (the literal per-sample FFT layer, same stride/padding/groups, no bias): the authors-style network.
+
+CPU: batch 8, 64x64, 10 classes. CUDA: batch 64, 224x224, 1000 classes, TF32 on for matmul and cuDNN
+(recorded in the results), peak memory from ``torch.cuda.max_memory_allocated``.
+
+3D: ``CrossDConv(3, C, C, 3, padding=1)`` with ``rotation=True`` (per-sample shifted 3D kernels) and
+``rotation=False`` (static kernel) against ``nn.Conv3d``, forward and forward+backward, at
+``(4, 64, 32, 96, 96) -> 64`` on CUDA and ``(2, 32, 8, 32, 32) -> 32`` on CPU.
+
+Usage (from the repository root)::
+
+    python benchmarks/networks.py          # CUDA sizes when a GPU is present, else the CPU sizes
+    python benchmarks/networks.py --device cpu --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import traceback
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from _common import RESULTS, env_markdown, environment, measure, peak_memory, pick_device, write_results  # noqa: I001
+
+from monai_crossd.networks.blocks.crossd_conv import CrossDConv
+from monai_crossd.networks.nets import crossd_resnet18
+from tests.oracle import FFTCrossDConv2d
+
+from _proposed import use_proposed_forward  # noqa: E402
+
+MODELS = ("plain", "crossd", "crossd_mixed", "fft")
+
+
+def fft_resnet18(num_classes: int) -> nn.Module:
+    """torchvision's ResNet18 with every ``Conv2d`` replaced by the literal FFT layer."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+
+    def swap(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.Conv2d):
+                setattr(
+                    module,
+                    name,
+                    FFTCrossDConv2d(
+                        child.in_channels, child.out_channels, child.kernel_size[0],
+                        stride=child.stride, padding=child.padding, groups=child.groups,
+                    ),
+                )
+            else:
+                swap(child)
+
+    swap(model)
+    return model
+
+
+def build(name: str, num_classes: int) -> nn.Module:
+    if name == "plain":
+        return torchvision.models.resnet18(num_classes=num_classes)
+    if name in ("crossd", "crossd_mixed"):
+        return crossd_resnet18(2, 3, num_classes)
+    if name == "fft":
+        return fft_resnet18(num_classes)
+    raise ValueError(f"unknown model {name!r}")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def bench_resnet(name: str, batch: int, size: int, num_classes: int, device, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = build(name, num_classes).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+
+    ctx = use_proposed_forward if name == "crossd_mixed" else _null
+    with ctx():
+        model.train()
+        train = measure(train_step, device, repeats, warmup=2)
+        train["memory"] = peak_memory(train_step, device)
+        model.eval()
+        inference = measure(infer, device, repeats, warmup=2)
+        inference["memory"] = peak_memory(infer, device)
+    return {"train_step": train, "inference": inference, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def bench_3d(method: str, shape, device, repeats: int) -> dict:
+    b, c, d, h, w = shape
+    torch.manual_seed(0)
+    if method == "conv3d":
+        layer = nn.Conv3d(c, c, 3, padding=1, bias=False)
+    else:
+        layer = CrossDConv(3, c, c, 3, padding=1, bias=False, rotation=method == "crossd_rotation")
+    layer = layer.to(device).train()
+    x = torch.randn(b, c, d, h, w, device=device)
+    xg = x.clone().requires_grad_(True)
+    with torch.no_grad():
+        grad = torch.randn_like(layer(x))
+
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward():
+        layer.zero_grad(set_to_none=True)
+        xg.grad = None
+        layer(xg).backward(grad)
+
+    row = {"forward": measure(forward, device, repeats), "forward_backward": measure(forward_backward, device, repeats)}
+    row["forward"]["memory"] = peak_memory(forward, device)
+    row["forward_backward"]["memory"] = peak_memory(forward_backward, device)
+    return row
+
+
+def _fmt_mem(row) -> str:
+    mem = row["memory"]["peak_mib"]
+    return "-" if mem is None else f"{mem:.0f}"
+
+
+def markdown(payload: dict) -> str:
+    cfg = payload["resnet_config"]
+    lines = [f"# Network benchmark ({payload['environment']['device']})", "", env_markdown(payload["environment"]), ""]
+    lines += [
+        f"## ResNet18: batch {cfg['batch']}, {cfg['size']}x{cfg['size']}, {cfg['num_classes']} classes, AdamW + cross-entropy",
+        "",
+        f"Median ms of {payload['repeats']} (fft: {payload['fft_repeats']}); ratios to `plain` of the same run; "
+        f"peak memory: {payload['memory_measured']}.",
+        "",
+        "| model | params (M) | train step ms | x plain | inference ms | x plain | train peak MiB | inference peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    res = payload["resnet18"]
+    base = res.get("plain", {})
+    for name, row in res.items():
+        if "error" in row:
+            lines.append(f"| {name} | unavailable: {row['error'][:120]} | | | | | | |")
+            continue
+        cells = [name, f"{row['parameters'] / 1e6:.1f}"]
+        for kind in ("train_step", "inference"):
+            ms = row[kind]["median_ms"]
+            ref = base.get(kind, {}).get("median_ms") if "error" not in base else None
+            cells += [f"{ms:.1f}", f"{ms / ref:.2f}" if ref else "-"]
+        cells += [_fmt_mem(row["train_step"]), _fmt_mem(row["inference"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    if "crossd" in res and "fft" in res and "error" not in res["crossd"] and "error" not in res["fft"]:
+        for name in ("crossd", "crossd_mixed"):
+            if name in res and "error" not in res[name]:
+                speed = res["fft"]["train_step"]["median_ms"] / res[name]["train_step"]["median_ms"]
+                lines.append(f"\n`{name}` trains {speed:.1f}x faster than `fft` (train-step time ratio).")
+    lines += ["", f"## 3D layer: input {payload['conv3d_shape']} -> {payload['conv3d_shape'][1]} channels, k=3", ""]
+    lines += ["| method | fwd ms | x conv3d | fwd+bwd ms | x conv3d | peak MiB fwd | peak MiB fwd+bwd |", "|---|---|---|---|---|---|---|"]
+    r3 = payload["layers_3d"]
+    b3 = r3.get("conv3d", {})
+    for name, row in r3.items():
+        if "error" in row:
+            lines.append(f"| {name} | unavailable: {row['error'][:120]} | | | | | |")
+            continue
+        cells = [name]
+        for kind in ("forward", "forward_backward"):
+            ms = row[kind]["median_ms"]
+            ref = b3.get(kind, {}).get("median_ms") if "error" not in b3 else None
+            cells += [f"{ms:.1f}", f"{ms / ref:.2f}" if ref else "-"]
+        cells += [_fmt_mem(row["forward"]), _fmt_mem(row["forward_backward"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 10 GPU / 7 CPU)")
+    parser.add_argument("--fft-repeats", type=int, default=None, help="timed calls for the slow fft model (default 3 CPU)")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    parser.add_argument("--skip-3d", action="store_true")
+    parser.add_argument("--out", default=None, help=f"output folder (default {RESULTS})")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    batch = args.batch or (64 if gpu else 8)
+    size = args.size or (224 if gpu else 64)
+    num_classes = args.num_classes or (1000 if gpu else 10)
+    repeats = args.repeats or (10 if gpu else 7)
+    fft_repeats = args.fft_repeats or (repeats if gpu else 3)
+    shape_3d = (4, 64, 32, 96, 96) if gpu else (2, 32, 8, 32, 32)
+    payload = {
+        "benchmark": "networks",
+        "environment": environment(device),
+        "resnet_config": {"batch": batch, "size": size, "num_classes": num_classes, "optimizer": "AdamW(lr=1e-4)",
+                          "tf32": gpu},
+        "repeats": repeats,
+        "fft_repeats": fft_repeats,
+        "memory_measured": "CUDA max allocated minus allocated before the call" if gpu
+        else "CPU resident-set growth during one call after malloc_trim, sampled every 0.5 ms (approximate)",
+        "resnet18": {},
+        "conv3d_shape": list(shape_3d),
+        "layers_3d": {},
+    }
+    for name in [m for m in args.models.split(",") if m]:
+        print(f"[networks] resnet18 {name} ...", flush=True)
+        try:
+            row = bench_resnet(name, batch, size, num_classes, device, fft_repeats if name == "fft" else repeats)
+            print(f"    train {row['train_step']['median_ms']:.1f} ms  inference {row['inference']['median_ms']:.1f} ms", flush=True)
+        except Exception as e:  # noqa: BLE001  an OOM of the literal model is a result, not a crash
+            traceback.print_exc()
+            row = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
+        payload["resnet18"][name] = row
+        gc.collect()
+        if gpu:
+            torch.cuda.empty_cache()
+    if not args.skip_3d:
+        for method in ("conv3d", "crossd_rotation", "crossd_static"):
+            print(f"[networks] 3D {method} {shape_3d} ...", flush=True)
+            try:
+                row = bench_3d(method, shape_3d, device, repeats)
+                print(f"    fwd {row['forward']['median_ms']:.1f} ms  fwd+bwd {row['forward_backward']['median_ms']:.1f} ms", flush=True)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                row = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
+            payload["layers_3d"][method] = row
+            gc.collect()
+            if gpu:
+                torch.cuda.empty_cache()
+    paths = write_results(f"networks_{device.type}", payload, markdown(payload), args.out)
+    print("wrote", *paths)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
