@@ -139,6 +139,7 @@ def write_dicom_series(
     Raises:
         ValueError: ``volume`` is not 3D or ``spacing`` does not have three positive values.
     """
+    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import MRImageStorage, PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
@@ -147,6 +148,7 @@ def write_dicom_series(
         raise ValueError(f"`volume` should be a 3D (H, W, D) array, got shape {volume.shape}.")
     if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
         raise ValueError(f"`spacing` should be three positive floats, got {tuple(spacing)}.")
+    pydicom_major = int(pydicom.__version__.split(".")[0])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pixels = np.clip(np.rint(volume), 0, 65535).astype(np.uint16)
@@ -193,6 +195,10 @@ def write_dicom_series(
         ds.RescaleSlope = 1.0
         ds.PixelData = np.ascontiguousarray(pixels[:, :, k].T).tobytes()
         path = out / f"IM{k:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        if pydicom_major >= 3:
+            ds.save_as(path, enforce_file_format=True)
+        else:  # pydicom 2.x (the MONAI Label environment): the same DICOM file format, older keyword
+            ds.is_little_endian, ds.is_implicit_VR = True, False
+            ds.save_as(path, write_like_original=False)
         paths.append(str(path))
     return paths
