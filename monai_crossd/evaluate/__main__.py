@@ -1,0 +1,63 @@
+"""Command line: ``python -m monai_crossd.evaluate transfer --target PATH [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from monai_crossd.evaluate.transfer import METHODS, PROTOCOLS, TransferConfig, run_transfer
+
+DEFAULT_SOURCES = ("breastmnist.npz", "pneumoniamnist_subset.npz")
+
+
+def _default_source() -> list[str]:
+    """The MedMNIST 2D files of ``shared/data/medmnist`` beside the working directory or this checkout."""
+    roots = [Path.cwd() / ".." / "shared", Path(__file__).resolve().parents[3] / "shared"]
+    for root in roots:
+        files = [root / "data" / "medmnist" / name for name in DEFAULT_SOURCES]
+        if all(f.is_file() for f in files):
+            return [str(f.resolve()) for f in files]
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monai_crossd.evaluate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("transfer", help="2D prior -> 3D target transfer study (the paper's Table II protocol)")
+    t.add_argument("--target", required=True, help="MedMNIST-format 3D .npz ({train,val,test}_{images,labels})")
+    t.add_argument("--source", nargs="+", default=None, help="2D MedMNIST .npz files for the priors "
+                   f"(default: {', '.join(DEFAULT_SOURCES)} from ../shared/data/medmnist)")
+    t.add_argument("--out", default=None, help="output folder (default: transfer_results/<target name>)")
+    t.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    t.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    t.add_argument("--seeds", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=5, help="3D fine-tuning epochs per run")
+    t.add_argument("--pretrain-epochs", type=int, default=3)
+    t.add_argument("--max-samples", type=int, default=None, help="cap on samples per split (and per source file)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--plain-prior", default=None, help="state_dict of a plain 2D ResNet18 (skips its pretraining)")
+    t.add_argument("--crossd-prior", default=None, help="state_dict of a 2D Cross-D ResNet18 (skips its pretraining)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    source = args.source if args.source is not None else _default_source()
+    out = args.out or os.path.join("transfer_results", Path(args.target).stem)
+    cfg = TransferConfig(
+        target=args.target, out_dir=out, source=source, methods=args.methods, protocols=args.protocols,
+        seeds=args.seeds, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs, max_samples=args.max_samples,
+        batch_size=args.batch_size, plain_prior=args.plain_prior, crossd_prior=args.crossd_prior,
+        device=args.device, threads=args.threads,
+    )
+    try:
+        run_transfer(cfg)
+    except ValueError as e:
+        parser.error(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,420 @@
+"""Does 2D knowledge transfer to 3D? The paper's Table II protocol on data you have.
+
+1. Pretrain a 2D ResNet18 prior twice on real 2D images (a plain torchvision ResNet18 and a Cross-D
+   ResNet18), or take priors you give.
+2. Transfer to a 3D target with each method: ``crossd`` (Cross-D prior, our 3D path: the shifted
+   knowledge base), ``crossd-authors`` (Cross-D prior, the authors' 3D protocol: raw ``U`` as a
+   ``Conv3d`` weight), ``acs``, ``i3d``, ``center`` (plain prior through
+   :func:`~monai_crossd.converters.convert_to_3d`) and ``scratch`` (the same 3D ResNet18, randomly
+   initialised).
+3. Fine-tune under weak probing (normalisation layers + final linear layer, the paper's protocol) and
+   full fine-tuning, for several seeds; pick the epoch by validation AUC, report test metrics there.
+4. Report mean +- std of accuracy, balanced accuracy and AUC per method and protocol (JSON, markdown, PNG).
+
+Targets: MedMNIST-format 3D ``.npz`` files (``{train,val,test}_{images,labels}``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.metrics import compute_roc_auc
+from monai.utils import set_determinism
+
+from monai_crossd.converters import convert_to_3d
+from monai_crossd.data.medmnist import load_medmnist
+from monai_crossd.engines import full_finetuning, weak_probing
+from monai_crossd.networks.nets import crossd_resnet18
+
+__all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "classification_metrics", "run_transfer"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("crossd", "crossd-authors", "acs", "i3d", "center", "scratch")
+PROTOCOLS = ("weak", "full")
+_PROTOCOL_FN = {"weak": weak_probing, "full": full_finetuning}
+
+
+@dataclass
+class TransferConfig:
+    """Everything a transfer study depends on; saved with its results.
+
+    Args:
+        target: a MedMNIST-format 3D ``.npz``.
+        out_dir: where results (JSON, markdown, PNG) and priors are written.
+        source: 2D MedMNIST ``.npz`` files pretraining the priors, combined as one label space.
+        methods: subset of :data:`METHODS`.
+        protocols: subset of :data:`PROTOCOLS`.
+        seeds: number of fine-tuning seeds (``0 .. seeds - 1``).
+        pretrain_epochs: epochs of 2D pretraining for each prior.
+        epochs: epochs of 3D fine-tuning per run.
+        max_samples: cap on samples per split (target) and per file and split (source); None for all.
+        batch_size: for pretraining and fine-tuning.
+        lr_pretrain: AdamW learning rate of the 2D pretraining.
+        lr_full: Adam learning rate of full fine-tuning.
+        lr_weak: Adam learning rate of weak probing.
+        plain_prior, crossd_prior: checkpoints (``state_dict``) of priors to use instead of pretraining.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        threads: torch CPU threads (None: torch's default).
+    """
+
+    target: str
+    out_dir: str
+    source: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    seeds: int = 3
+    pretrain_epochs: int = 3
+    epochs: int = 5
+    max_samples: int | None = None
+    batch_size: int = 32
+    lr_pretrain: float = 1e-3
+    lr_full: float = 1e-3
+    lr_weak: float = 1e-2
+    plain_prior: str | None = None
+    crossd_prior: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the field for anything that cannot run."""
+        if not os.path.isfile(self.target):
+            raise ValueError(f"`target` should be an existing .npz file, got {self.target!r}.")
+        for name, values, allowed in (("methods", self.methods, METHODS), ("protocols", self.protocols, PROTOCOLS)):
+            bad = [v for v in values if v not in allowed]
+            if bad or not values:
+                raise ValueError(f"`{name}` should be a non-empty subset of {allowed}, got {values!r}.")
+        for name in ("seeds", "pretrain_epochs", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` should be a positive int, got {value!r}.")
+        needs_plain = any(m in ("acs", "i3d", "center") for m in self.methods)
+        needs_crossd = any(m.startswith("crossd") for m in self.methods)
+        for name, needed in (("plain_prior", needs_plain), ("crossd_prior", needs_crossd)):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"`{name}` should be an existing checkpoint file, got {path!r}.")
+            if needed and path is None and not self.source:
+                raise ValueError(f"`source` 2D .npz files are needed to pretrain the {name.split('_')[0]} prior.")
+        for path in self.source:
+            if not os.path.isfile(path):
+                raise ValueError(f"`source` file {path!r} does not exist.")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _split(paths: Sequence[str], split: str, max_samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Images ``(N, 1, *spatial)`` in ``[-1, 1]`` and labels of one split, files combined in one label space."""
+    xs, ys, offset = [], [], 0
+    for path in paths:
+        images, labels = load_medmnist(path, split)
+        if max_samples is not None and len(labels) > max_samples:
+            keep = np.sort(np.random.default_rng(seed).choice(len(labels), max_samples, replace=False))
+            images, labels = images[keep], labels[keep]
+        xs.append(torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)[:, None])
+        ys.append(torch.from_numpy(labels) + offset)
+        with np.load(path) as data:
+            offset += int(max(int(data[f"{s}_labels"].max()) for s in ("train", "val", "test") if f"{s}_labels" in data)) + 1
+    shapes = {tuple(x.shape[2:]) for x in xs}
+    if len(shapes) != 1:
+        raise ValueError(f"`source` files should share one image size, got {sorted(shapes)}.")
+    return torch.cat(xs), torch.cat(ys), offset
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
+    for i in range(0, len(y), batch_size):
+        idx = order[i : i + batch_size]
+        if shuffle and len(idx) < 2:  # BatchNorm needs two samples
+            continue
+        yield x[idx], y[idx]
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, balanced accuracy (mean per-class recall) and AUC (macro one-vs-rest) of ``(N, C)`` logits."""
+    prob = torch.softmax(logits.float(), dim=1)
+    pred = prob.argmax(1)
+    classes = int(logits.shape[1])
+    recalls = [float((pred[labels == c] == c).float().mean()) for c in range(classes) if (labels == c).any()]
+    onehot = F.one_hot(labels, classes).float()
+    try:
+        auc = float(compute_roc_auc(prob, onehot, average="macro")) if classes > 1 else float("nan")
+    except (ValueError, AssertionError):  # a class absent from the split
+        auc = float("nan")
+    return {"accuracy": float((pred == labels).float().mean()), "balanced_accuracy": float(np.mean(recalls)), "auc": auc}
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(xb.to(device)).float().cpu() for xb, _ in _batches(x, torch.zeros(len(x)), batch_size, False)])
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _train(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    epochs: int,
+    lr: float,
+    cfg: TransferConfig,
+    device: torch.device,
+    seed: int,
+    label: str,
+    optimizer: str = "adam",
+) -> dict:
+    """Train, validate every epoch, keep the test metrics of the epoch with the best validation AUC."""
+    opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    gen = torch.Generator().manual_seed(seed)
+    best, history = None, []
+    for epoch in range(epochs):
+        model.train()
+        start, losses = time.perf_counter(), []
+        for xb, yb in _batches(*data["train"], cfg.batch_size, True, gen):
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        sched.step()
+        val = classification_metrics(_predict(model, data["val"][0], cfg.batch_size, device), data["val"][1])
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val, "seconds": time.perf_counter() - start}
+        key = (val["auc"] if not math.isnan(val["auc"]) else -1.0, val["balanced_accuracy"])
+        if "test" in data and (best is None or key > best[0]):
+            row["test"] = classification_metrics(_predict(model, data["test"][0], cfg.batch_size, device), data["test"][1])
+            best = (key, row)
+        history.append(row)
+        logger.info(
+            "%s epoch %d/%d loss %.4f val acc %.3f auc %.3f (%.1fs)",
+            label, epoch + 1, epochs, row["loss"], val["accuracy"], val["auc"], row["seconds"],
+        )
+    result = {"history": history}
+    if best is not None:
+        result.update(best_epoch=best[1]["epoch"], val=best[1]["val"], test=best[1]["test"])
+    return result
+
+
+def _plain_resnet18(in_channels: int, num_classes: int) -> nn.Module:
+    try:
+        from torchvision.models import resnet18
+    except ImportError as e:  # pragma: no cover - an install without the vision extra
+        raise ImportError("the plain prior needs torchvision: pip install 'monai-crossd[vision]'") from e
+    net = resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return net
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix == ".pt":
+            torch.save(obj, tmp)
+        else:
+            Path(tmp).write_text(obj)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _priors(cfg: TransferConfig, device: torch.device, out: Path) -> tuple[dict, dict]:
+    """``({"plain": state_dict, "crossd": state_dict}, report)``: given or pretrained on ``cfg.source``."""
+    needed = {"plain": any(m in ("acs", "i3d", "center") for m in cfg.methods), "crossd": any(m.startswith("crossd") for m in cfg.methods)}
+    priors, report = {}, {}
+    data = None
+    for kind, needed_kind in needed.items():
+        if not needed_kind:
+            continue
+        given = getattr(cfg, f"{kind}_prior")
+        if given is not None:
+            state = torch.load(given, map_location="cpu", weights_only=True)
+            priors[kind] = state.get("state_dict", state)
+            report[kind] = {"checkpoint": given}
+            continue
+        if data is None:
+            data = {s: _split(cfg.source, s, cfg.max_samples, 0)[:2] for s in ("train", "val")}
+            classes = _split(cfg.source, "train", 1, 0)[2]
+        set_determinism(seed=1234)
+        net = _plain_resnet18(1, classes) if kind == "plain" else crossd_resnet18(2, 1, classes)
+        net = net.to(device)
+        result = _train(
+            net, list(net.parameters()), data, cfg.pretrain_epochs, cfg.lr_pretrain, cfg, device, 0,
+            f"pretrain {kind}", optimizer="adamw",
+        )
+        val = classification_metrics(_predict(net, data["val"][0], cfg.batch_size, device), data["val"][1])
+        report[kind] = {"num_classes": classes, "val_final": val, "history": result["history"]}
+        logger.info("2D %s prior: validation accuracy %.3f, balanced %.3f", kind, val["accuracy"], val["balanced_accuracy"])
+        priors[kind] = {k: v.cpu() for k, v in net.state_dict().items()}
+        _save_atomic(priors[kind], out / f"prior_{kind}.pt")
+    return priors, report
+
+
+def _reset_fc(model: nn.Module, num_classes: int) -> nn.Module:
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def _build_3d(method: str, priors: dict, num_classes: int, seed: int) -> nn.Module:
+    """The 3D ResNet18 of ``method`` initialised from the priors, with a fresh ``num_classes`` head."""
+    torch.manual_seed(seed)
+    if method in ("crossd", "crossd-authors"):
+        kwargs = {"kernel_3d": "raw"} if method == "crossd-authors" else {}
+        state = priors["crossd"]
+        net = crossd_resnet18(3, 1, state["fc.weight"].shape[0], conv_kwargs=kwargs)
+        net.load_state_dict(state, strict=True)
+        return _reset_fc(net, num_classes)
+    if method == "scratch":
+        net, _ = convert_to_3d(_plain_resnet18(1, num_classes), "i3d")
+        for m in net.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        return _reset_fc(net, num_classes)
+    state = priors["plain"]
+    plain = _plain_resnet18(1, state["fc.weight"].shape[0])
+    plain.load_state_dict(state, strict=True)
+    net, _ = convert_to_3d(plain, method)
+    return _reset_fc(net, num_classes)
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _summary(runs: list[dict]) -> dict:
+    out: dict = {}
+    for r in runs:
+        key = f"{r['method']}|{r['protocol']}"
+        out.setdefault(key, {"method": r["method"], "protocol": r["protocol"], "runs": []})["runs"].append(r["test"])
+    for entry in out.values():
+        for metric in ("accuracy", "balanced_accuracy", "auc"):
+            values = np.array([t[metric] for t in entry["runs"]], dtype=float)
+            entry[metric] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "n": int(len(values))}
+    return out
+
+
+def _markdown(summary: dict, cfg: TransferConfig, priors: dict) -> str:
+    lines = [
+        f"# Transfer study: {os.path.basename(cfg.target)}",
+        "",
+        f"Test metrics at the epoch of best validation AUC, mean +- std over {cfg.seeds} seeds. "
+        f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, max_samples={cfg.max_samples}.",
+        "",
+        "| method | protocol | accuracy | balanced accuracy | AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for e in summary.values():
+        cells = [f"{e[m]['mean']:.3f} +- {e[m]['std']:.3f}" for m in ("accuracy", "balanced_accuracy", "auc")]
+        lines.append(f"| {e['method']} | {e['protocol']} | " + " | ".join(cells) + " |")
+    lines += ["", "2D priors (validation split of the 2D source data):", ""]
+    for kind, rep in priors.items():
+        if "val_final" in rep:
+            v = rep["val_final"]
+            lines.append(f"- {kind}: accuracy {v['accuracy']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f}, {rep['num_classes']} classes")
+        else:
+            lines.append(f"- {kind}: given checkpoint {rep['checkpoint']}")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = list(summary.values())
+    protocols = sorted({e["protocol"] for e in entries})
+    methods = list(dict.fromkeys(e["method"] for e in entries))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / max(len(protocols), 1)
+    for ax, metric in zip(axes, ("auc", "balanced_accuracy")):
+        for j, protocol in enumerate(protocols):
+            rows = [next((e for e in entries if e["method"] == m and e["protocol"] == protocol), None) for m in methods]
+            means = [r[metric]["mean"] if r else np.nan for r in rows]
+            stds = [r[metric]["std"] if r else 0 for r in rows]
+            ax.bar(np.arange(len(methods)) + j * width, means, width, yerr=stds, capsize=3, label=protocol)
+        ax.set_xticks(np.arange(len(methods)) + width * (len(protocols) - 1) / 2, methods, rotation=20)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.legend(title="protocol", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_transfer(cfg: TransferConfig) -> dict:
+    """Run the study of ``cfg`` and write ``results.json``, ``results.md`` and ``results.png`` to ``cfg.out_dir``.
+
+    Returns:
+        the results: config, environment, prior report, every run and the summary.
+    """
+    cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    priors, prior_report = _priors(cfg, device, out)
+    target = {s: _split([cfg.target], s, cfg.max_samples, 0) for s in ("train", "val", "test")}
+    num_classes = target["train"][2]
+    data = {s: v[:2] for s, v in target.items()}
+    logger.info("target %s: %s train / %s val / %s test, %d classes", cfg.target, *(len(data[s][1]) for s in ("train", "val", "test")), num_classes)
+    runs = []
+    total = len(cfg.methods) * len(cfg.protocols) * cfg.seeds
+    for method in cfg.methods:
+        for protocol in cfg.protocols:
+            for seed in range(cfg.seeds):
+                label = f"[{len(runs) + 1}/{total}] {method} {protocol} seed {seed}"
+                set_determinism(seed=seed)
+                model = _build_3d(method, priors, num_classes, seed).to(device)
+                params = _PROTOCOL_FN[protocol](model)
+                lr = cfg.lr_weak if protocol == "weak" else cfg.lr_full
+                result = _train(model, params, data, cfg.epochs, lr, cfg, device, seed, label)
+                runs.append({"method": method, "protocol": protocol, "seed": seed, **result})
+    summary = _summary(runs)
+    results = {
+        "config": asdict(cfg),
+        "environment": {
+            "torch": torch.__version__,
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "seconds": time.time() - started,
+        },
+        "priors": prior_report,
+        "summary": summary,
+        "runs": runs,
+    }
+    _save_atomic(json.dumps(results, indent=1), out / "results.json")
+    _save_atomic(_markdown(summary, cfg, prior_report), out / "results.md")
+    _plot(summary, out / "results.png", f"{os.path.basename(cfg.target)}: transfer from 2D priors")
+    logger.info("results written to %s (%.0fs)", out, time.time() - started)
+    return results
