@@ -92,11 +92,9 @@ def test_errors_name_the_argument():
         ACSConv.from_conv(nn.Linear(2, 2))
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_torchscript_trace_save_load(tmp_path):
-    layer = ACSConv(2, 7, 3, stride=(1, 2, 2), padding=1, groups=1).eval()
-    traced = torch.jit.trace(layer, torch.randn(1, 2, 6, 8, 8))
-    torch.jit.save(traced, tmp_path / "acs.pt")
-    loaded = torch.jit.load(tmp_path / "acs.pt")
-    x = torch.randn(2, 2, 5, 9, 10)  # another batch and volume size than traced
+def test_torch_export_save_load(tmp_path):
+    layer = ACSConv(2, 7, 3, stride=(1, 2, 2), padding=1).eval()
+    x = torch.randn(2, 2, 6, 8, 8)
+    torch.export.save(torch.export.export(layer, (x,)), tmp_path / "acs.pt2")
+    loaded = torch.export.load(tmp_path / "acs.pt2").module()
     torch.testing.assert_close(loaded(x), layer(x))
