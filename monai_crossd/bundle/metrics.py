@@ -4,6 +4,8 @@
   ``balanced_accuracy_score``). MONAI's ``ConfusionMatrixMetric("balanced accuracy")`` with its default
   ``reduction="mean"`` averages the one-vs-rest confusion matrices of all classes first, which for two
   one-hot classes gives the plain accuracy.
+* :func:`accuracy` / :class:`Accuracy`: the fraction of correct argmax predictions, taking MONAI's
+  decollated lists of per-case tensors (ignite's ``Accuracy`` wants collated index labels).
 * :class:`PerClassMetrics`: splits a per-class metric vector (e.g. ``MeanDice(reduction="mean_batch")``)
   into one scalar metric per class, so that ``StatsHandler``, ``TensorBoardStatsHandler`` and
   ``MetricsSaver`` log ``val_dice_anterior`` and ``val_dice_posterior``.
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from ignite.metrics import Metric
 
-__all__ = ["BalancedAccuracy", "PerClassMetrics", "balanced_accuracy"]
+__all__ = ["Accuracy", "BalancedAccuracy", "PerClassMetrics", "accuracy", "balanced_accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,26 @@ def _labels(values: torch.Tensor | Sequence, name: str) -> torch.Tensor:
     if values.ndim == 2 and values.shape[1] == 1 or values.ndim == 1:
         return values.reshape(-1).round().long()
     raise ValueError(f"`{name}` should be class indices (N,) or (N, 1), or scores (N, C), got shape {tuple(values.shape)}.")
+
+
+def accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequence) -> float:
+    """Fraction of cases whose predicted class (argmax of scores, or the index) equals the true one.
+
+    Args:
+        y_pred: predicted class indices ``(N,)`` or scores/one-hot ``(N, C)``.
+        y: true class indices ``(N,)``/``(N, 1)`` or one-hot ``(N, C)``.
+
+    Returns:
+        the accuracy in ``[0, 1]``; NaN when ``y`` is empty.
+
+    Example:
+        >>> accuracy(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]))
+        0.5
+    """
+    pred, true = _labels(y_pred, "y_pred"), _labels(y, "y")
+    if pred.shape != true.shape:
+        raise ValueError(f"`y_pred` and `y` should hold the same number of cases, got {tuple(pred.shape)} and {tuple(true.shape)}.")
+    return float((pred == true).float().mean()) if true.numel() else float("nan")
 
 
 def balanced_accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequence, num_classes: int | None = None) -> float:
@@ -62,6 +84,8 @@ def balanced_accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequenc
 
 class BalancedAccuracy(Metric):
     """Ignite metric: :func:`balanced_accuracy` over an evaluation (attach with a name, like MONAI's handlers).
+
+    Predictions and labels are gathered across processes when ``torch.distributed`` is initialised.
 
     Args:
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``, e.g.
@@ -98,7 +122,17 @@ class BalancedAccuracy(Metric):
             pred, true = evenly_divisible_all_gather(pred), evenly_divisible_all_gather(true)
         if true.numel() == 0:
             return float("nan")
+        return self._score(pred, true)
+
+    def _score(self, pred: torch.Tensor, true: torch.Tensor) -> float:
         return balanced_accuracy(pred, true, self.num_classes)
+
+
+class Accuracy(BalancedAccuracy):
+    """Ignite metric: :func:`accuracy` over an evaluation; same arguments as :class:`BalancedAccuracy`."""
+
+    def _score(self, pred: torch.Tensor, true: torch.Tensor) -> float:
+        return accuracy(pred, true)
 
 
 class PerClassMetrics:
