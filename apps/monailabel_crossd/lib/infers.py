@@ -4,7 +4,8 @@ Both tasks run the bundle's own ``network_def`` and ``inferer`` from its ``confi
 
 * :class:`CrossDSegmentationInfer`: the bundle's preprocessing and postprocessing (minus ``SaveImaged``), with
   MONAI Label's ``image_path`` string moved out of the way first (:class:`~lib.transforms.StashImagePathd`), then
-  MONAI Label's ``Restored`` so the label comes back on the input's grid (shape and affine of the input).
+  MONAI Label's ``Restored`` so the label comes back on the input's grid (shape and affine of the input). A DICOM
+  series folder given as the image is read with ``PydicomReader`` whatever reader the bundle names.
 * :class:`CrossDClassificationInfer`: MONAI Label's classification type, without the restore step; the input is a
   multi-modal study (:class:`~lib.transforms.LoadStudyd`: a 4-channel NIfTI or a folder of DICOM series), the
   bundle's preprocessing runs without its loading transforms, and the output is a vector of class probabilities.
@@ -17,10 +18,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lib.bundles import read_metadata
-from lib.transforms import LoadStudyd, StashImagePathd, ToProbabilitiesd
+from lib.transforms import LoadStudyd, StashImagePathd, ToProbabilitiesd, is_dicom_series
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, SaveImaged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.transform.pre import LoadImageTensord
 
 __all__ = ["CrossDClassificationInfer", "CrossDSegmentationInfer"]
 
@@ -42,7 +44,21 @@ class CrossDSegmentationInfer(BundleInferTask):
         super().__init__(path, conf, type=InferType.SEGMENTATION, **kwargs)
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        return [StashImagePathd(result_dtype="uint8"), *super().pre_transforms(data)]
+        pre = list(super().pre_transforms(data))
+        image = (data or {}).get(self.key_image)
+        if isinstance(image, str) and is_dicom_series(image):
+            # a DICOM series folder: the bundle's loader may name a file reader (NibabelReader); read with pydicom
+            pre = [_dicom_loader(t) for t in pre]
+        return [StashImagePathd(result_dtype="uint8"), *pre]
+
+
+def _dicom_loader(t: Callable) -> Callable:
+    """``t`` itself, or for a loading transform the same transform reading DICOM series with ``PydicomReader``."""
+    if isinstance(t, LoadImaged):
+        return LoadImaged(keys=t.keys, reader="PydicomReader", image_only=False)
+    if isinstance(t, LoadImageTensord):
+        return LoadImageTensord(keys=t.keys, load_image_d=_dicom_loader(t.load_image_d))
+    return t
 
 
 class CrossDClassificationInfer(BundleInferTask):
