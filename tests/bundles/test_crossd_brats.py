@@ -191,3 +191,28 @@ def test_multi_gpu_config_on_cpu_gloo(tmp_path, monkeypatch):
     assert _epoch(torch.load(tmp_path / "models" / "last.pt", weights_only=True)["trainer"]) == 1
     assert not any(k.startswith("module.") for k in torch.load(tmp_path / "models" / "model.pt", weights_only=True))
     assert math.isfinite(json.loads((tmp_path / "eval" / "train_metrics.json").read_text())["history"][0]["val_auc"])
+
+
+def test_pretrained_2d_and_weak_probing(tmp_path):
+    """``pretrained_2d`` + ``finetune=weak_probing`` wire up: a torchvision ResNet18 loads, only norms and fc train."""
+    torchvision = pytest.importorskip("torchvision")
+    from monai.bundle import ConfigWorkflow
+
+    path = tmp_path / "resnet18_2d.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)  # random 2D weights, no download
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(tmp_path),
+        pretrained_2d=str(path), finetune="weak_probing", demo_widths=[64, 128, 256, 512],
+        initialize=["$@network_core", "$@optimizer"],
+    )
+    network, optimizer = workflow.initialize()
+    reference = torchvision.models.resnet18(weights=None)
+    reference.load_state_dict(torch.load(path, weights_only=True))
+    # the 2D kernel is the middle depth plane of the 3D kernel at R = I (depth_init="zeros")
+    middle = network.layer1[0].conv1.static_kernel()[:, :, 1]
+    torch.testing.assert_close(middle, reference.layer1[0].conv1.weight)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = [n for n, p in network.named_parameters() if id(p) in trained]
+    assert names and "fc.weight" in names and "layer1.0.conv1.weight" not in names
+    assert all(n.startswith("fc.") or ".bn" in n or n.startswith("bn1") or "norm" in n or "rotation" in n
+               or "downsample.1" in n for n in names), names
