@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["LoadStudyd", "StashImagePathd", "ToProbabilitiesd", "is_dicom_series", "is_dicom_study"]
+__all__ = ["MODALITIES", "LoadStudyd", "StashImagePathd", "ToProbabilitiesd", "is_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,16 +21,28 @@ MODALITIES: tuple[str, ...] = ("FLAIR", "T1w", "T1wCE", "T2w")
 _RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 
 
-def is_dicom_series(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder holding DICOM files (``*.dcm``) directly."""
-    p = Path(path)
-    return p.is_dir() and any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file())
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"  # the DICOM file preamble
+    except OSError:
+        return False
 
 
-def is_dicom_study(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder of DICOM series folders (one study)."""
+def is_dicom_series(path: str | os.PathLike, probe: int = 8) -> bool:
+    """Whether ``path`` is a folder holding DICOM files directly (``*.dcm``, or files with the ``DICM`` preamble).
+
+    Args:
+        path: a path.
+        probe: how many of its files are looked at. Defaults to 8.
+    """
     p = Path(path)
-    return p.is_dir() and any(is_dicom_series(s) for s in p.iterdir() if s.is_dir())
+    if not p.is_dir():
+        return False
+    files = [f for f in sorted(p.iterdir())[: 4 * probe] if f.is_file()][:probe]
+    return any(_is_dicom_file(f) for f in files)
 
 
 class StashImagePathd:
