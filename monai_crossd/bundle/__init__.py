@@ -15,10 +15,10 @@ from .paths import bundle_root_from_config, config_path_from_stack, should_resum
 from .training import FINETUNE_MODES, read_json, trainable_parameters, with_pretrained_2d, write_json
 
 __all__ = [
+    "FINETUNE_MODES",
     "BestCheckpointSaver",
     "ClassificationWriter",
     "LastCheckpointSaver",
-    "FINETUNE_MODES",
     "MetricsHistoryWriter",
     "ResumeCheckpointLoader",
     "atomic_torch_save",

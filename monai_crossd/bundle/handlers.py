@@ -33,8 +33,8 @@ __all__ = [
     "LastCheckpointSaver",
     "MetricsHistoryWriter",
     "ResumeCheckpointLoader",
-    "atomic_write_bytes",
     "atomic_torch_save",
+    "atomic_write_bytes",
 ]
 
 logger = logging.getLogger(__name__)

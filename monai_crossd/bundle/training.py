@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import torch.nn as nn
+from torch import nn
 
 from monai_crossd.bundle.handlers import atomic_write_bytes
 
@@ -36,7 +36,7 @@ def trainable_parameters(network: nn.Module, finetune: str = "full") -> list[nn.
         close = difflib.get_close_matches(str(finetune), list(FINETUNE_MODES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"`finetune` should be one of {tuple(FINETUNE_MODES)}, got {finetune!r}.{hint}")
-    import monai_crossd.engines as engines
+    from monai_crossd import engines
 
     params = getattr(engines, FINETUNE_MODES[finetune])(network)
     logger.info(
@@ -78,7 +78,8 @@ def read_json(path: str | os.PathLike, default: Mapping[str, Any] | None = None)
     Values of ``default`` missing from the file are filled in.
 
     Raises:
-        ValueError: the file does not exist and no ``default`` is given, or it is not a JSON object.
+        ValueError: the file does not exist and no ``default`` is given.
+        TypeError: the file does not hold a JSON object.
     """
     if not os.path.isfile(path):
         if default is None:
@@ -88,5 +89,5 @@ def read_json(path: str | os.PathLike, default: Mapping[str, Any] | None = None)
     with open(path) as f:
         content = json.load(f)
     if not isinstance(content, dict):
-        raise ValueError(f"JSON file {str(path)!r} should hold an object, got {type(content).__name__}.")
+        raise TypeError(f"JSON file {str(path)!r} should hold an object, got {type(content).__name__}.")
     return {**dict(default or {}), **content}

@@ -99,7 +99,9 @@ def _rsna_case(case_dir: Path, modalities: Sequence[str]) -> dict[str, str]:
         if not series.is_dir():
             raise ValueError(f"case {case_dir.name!r} ({str(case_dir)!r}) is missing the {modality!r} series folder.")
         if not any(p.suffix.lower() == ".dcm" for p in series.iterdir()):
-            raise ValueError(f"case {case_dir.name!r}: the {modality!r} series folder {str(series)!r} has no .dcm file.")
+            raise ValueError(
+                f"case {case_dir.name!r}: the {modality!r} series folder {str(series)!r} has no .dcm file."
+            )
         item[modality] = str(series.resolve())
     return item
 

@@ -34,13 +34,15 @@ DEMO_MARKER = "SYNTHETIC_DEMO.json"
 DEMO_MODALITIES = ("FLAIR", "T1w", "T1wCE", "T2w")
 _DEMO_FORMAT = 1
 # mean tissue intensity per modality: (background brain, oedema, enhancing blob)
-_INTENSITIES = {"FLAIR": (300.0, 700.0, 350.0), "T1w": (500.0, 380.0, 520.0), "T1wCE": (500.0, 380.0, 1400.0),
-                "T2w": (400.0, 900.0, 500.0)}
+_INTENSITIES = {
+    "FLAIR": (300.0, 700.0, 350.0),
+    "T1w": (500.0, 380.0, 520.0),
+    "T1wCE": (500.0, 380.0, 1400.0),
+    "T2w": (400.0, 900.0, 500.0),
+}
 
 
-def synthetic_brats_case(
-    label: int, shape: Sequence[int] = (32, 32, 16), seed: int = 0
-) -> dict[str, np.ndarray]:
+def synthetic_brats_case(label: int, shape: Sequence[int] = (32, 32, 16), seed: int = 0) -> dict[str, np.ndarray]:
     """One synthetic four-modality study: a noisy ellipsoidal "brain" with a bright oedema region in FLAIR/T2w and,
     when ``label == 1``, an enhancing blob inside it in T1wCE.
 

@@ -37,8 +37,7 @@ DEFAULT_SERIES_PATTERNS: dict[str, tuple[str, ...]] = {
 def _normalise(name: str) -> str:
     name = name.lower()
     for suffix in (".nii.gz", ".nii", ".dcm"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+        name = name.removesuffix(suffix)
     return re.sub(r"[\s._\-]+", "", name)
 
 
@@ -141,7 +140,7 @@ def write_dicom_series(
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import MRImageStorage, PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     volume = np.asarray(volume)
     if volume.ndim != 3:
