@@ -215,8 +215,12 @@ def test_demo_is_deterministic_labelled_synthetic_and_reused(tmp_path, caplog):
     mtime = os.path.getmtime(Path(root) / DEMO_MARKER)
     assert ensure_brats_demo(tmp_path / "demo", num_cases=4, shape=(8, 8, 8)) == root
     assert os.path.getmtime(Path(root) / DEMO_MARKER) == mtime
-    with pytest.raises(ValueError, match="exists but is not the synthetic demo"):
-        ensure_brats_demo(tmp_path / "demo", num_cases=6, shape=(8, 8, 8))
+    # a demo made with other parameters is regenerated; a folder without the marker is never touched
+    assert ensure_brats_demo(tmp_path / "demo", num_cases=6, shape=(8, 8, 8)) == root
+    assert len(brats_datalist(root)) == 6 and [p.name for p in tmp_path.iterdir()] == ["demo"]
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ValueError, match="exists but is not a synthetic demo"):
+        ensure_brats_demo(tmp_path / "mine", num_cases=4, shape=(8, 8, 8))
     with pytest.raises(ValueError, match="`num_cases` should be an even int"):
         ensure_brats_demo(tmp_path / "x", num_cases=3)
 
