@@ -163,6 +163,7 @@ def breakdown(shape, o: int, device: torch.device, repeats: int) -> dict:
         "kernel_construction_ms": part(construct),
         "per_sample_conv_ms": {p: part(lambda p=p: per_sample_conv(x, kg, padding=1, path=p)) for p in ("grouped", "loop", "unfold")},
         "whole_layer_ms": part(lambda: layer(x)),
+        "conv2d_shared_kernel_ms": part(lambda: torch.nn.functional.conv2d(x, kg[0], padding=1)),
         "note": "forward+backward of each part alone (backward of ones), medians",
     }
     return result

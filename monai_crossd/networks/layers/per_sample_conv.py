@@ -219,7 +219,7 @@ def per_sample_mixed_conv(
         raise ValueError(f"`x` should have 1 to 3 spatial dims, got shape {tuple(x.shape)}.")
     if mix.ndim != 3:
         raise ValueError(f"`mix` should have shape (B, P, Q), got {tuple(mix.shape)}.")
-    b, p, q = mix.shape
+    b, p, q = (int(s) for s in mix.shape)  # ints also under tracing
     k = round(p ** (1 / nd))
     if b != x.shape[0] or k**nd != p or q != math.prod(weight.shape[2:]):
         raise ValueError(
