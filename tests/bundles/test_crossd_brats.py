@@ -242,3 +242,26 @@ def test_pretrained_2d_and_weak_probing(tmp_path):
         n.startswith(("fc.", "bn1")) or ".bn" in n or "norm" in n or "rotation" in n or "downsample.1" in n
         for n in names
     ), names
+
+
+def test_mri_artefact_augmentation_only_in_training():
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+    from monai.transforms import RandTorchIOd
+    from monai.transforms.transform import RandomizableTrait
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    train = parser.get_parsed_content("train#preprocessing").transforms
+    val = parser.get_parsed_content("validate#preprocessing").transforms
+    torchio = [t for t in train if isinstance(t, RandTorchIOd)]
+    assert [t.name for t in torchio] == ["RandomBiasField", "RandomGhosting"]
+    assert not [t for t in val if isinstance(t, RandomizableTrait)]
+    assert type(train[-1]).__name__ == type(val[-1]).__name__ == "NormalizeIntensityd"  # after the artefacts
+    image = MetaTensor(torch.rand(4, 16, 16, 16) + 1.0, affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))
+    for transform in torchio:
+        transform.trans.trans.probability = 1.0  # force the artefact
+        out = transform({"image": image, "label": 1})
+        assert isinstance(out["image"], MetaTensor) and out["image"].shape == image.shape and out["label"] == 1
+        torch.testing.assert_close(out["image"].affine, image.affine)
+        assert not torch.equal(out["image"].as_tensor(), image.as_tensor())
