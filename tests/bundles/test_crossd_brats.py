@@ -203,7 +203,12 @@ def test_multi_gpu_config_on_cpu_gloo(tmp_path, monkeypatch):
 
     if torch.cuda.is_available() or not dist.is_available():
         pytest.skip("CPU/gloo check")
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}.items():
+    import socket
+
+    with socket.socket() as sock:  # a free port for the gloo rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}.items():
         monkeypatch.setenv(key, value)
     configs = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
     _workflow(configs, bundle_root=str(tmp_path), max_epochs=1, **TINY)
