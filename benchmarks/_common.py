@@ -79,16 +79,20 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup
     for _ in range(warmup):
         fn()
     sync(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         sync(device)
         times.append((time.perf_counter() - start) * 1e3)
+        cpu_times.append((time.process_time() - cpu_start) * 1e3)
     return {
         "median_ms": statistics.median(times),
         "min_ms": min(times),
         "max_ms": max(times),
+        # CPU time of the process (all threads): with one thread on a shared machine it leaves out the
+        # time spent descheduled, so it is the steadier number there; on a quiet machine use median_ms
+        "cpu_time_median_ms": statistics.median(cpu_times),
         "repeats": repeats,
     }
 

@@ -189,17 +189,19 @@ def profile_table(shape, o: int, device: torch.device) -> str:
 def markdown(payload: dict) -> str:
     lines = [f"# Layer benchmark ({payload['size']})", "", env_markdown(payload["environment"]), ""]
     lines.append(f"Output channels {payload['out_channels']}, k=3, padding 1, no bias; 3D methods on depth {payload['depth']}. "
-                 "Median ms; ratio to conv2d of the same run; peak memory: " + payload["memory_measured"] + ".")
+                 "Median ms; ratio to conv2d of the same run; peak memory: " + payload["memory_measured"] + ". "
+                 "CPU-time ratio: process CPU time, steadier than wall time on a shared machine with one thread.")
     lines.append("")
     for shape_key, rows in payload["results"].items():
         lines.append(f"## input {shape_key}")
         lines.append("")
-        lines.append("| method | fwd ms | fwd x conv2d | fwd+bwd ms | fwd+bwd x conv2d | peak MiB fwd | peak MiB fwd+bwd |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("| method | fwd ms | fwd x conv2d | fwd+bwd ms | fwd+bwd x conv2d | peak MiB fwd | peak MiB fwd+bwd "
+                     "| fwd+bwd x conv2d (CPU time) |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         ref = rows.get("conv2d", {})
         for method, row in rows.items():
             if "error" in row:
-                lines.append(f"| {method} | unavailable: {row['error'][:120]} | | | | | |")
+                lines.append(f"| {method} | unavailable: {row['error'][:120]} | | | | | | |")
                 continue
             cells = [method]
             for kind in ("forward", "forward_backward"):
@@ -209,6 +211,8 @@ def markdown(payload: dict) -> str:
             for kind in ("forward", "forward_backward"):
                 mem = row[kind]["memory"]["peak_mib"]
                 cells.append("-" if mem is None else f"{mem:.0f}")
+            base = ref.get("forward_backward", {}).get("cpu_time_median_ms") if "error" not in ref else None
+            cells.append(f"{row['forward_backward']['cpu_time_median_ms'] / base:.2f}" if base else "-")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if "breakdown" in payload:

@@ -161,13 +161,15 @@ def markdown(payload: dict) -> str:
     cfg = payload["resnet_config"]
     lines = [f"# Network benchmark ({payload['environment']['device']})", "", env_markdown(payload["environment"]), ""]
     lines += [
-        f"## ResNet18: batch {cfg['batch']}, {cfg['size']}x{cfg['size']}, {cfg['num_classes']} classes, AdamW + cross-entropy",
+        f"## ResNet18: batch {cfg['batch']}, {cfg['size']}x{cfg['size']}, {cfg['num_classes']} classes, {cfg['optimizer']} + cross-entropy",
         "",
         f"Median ms of {payload['repeats']} (fft: {payload['fft_repeats']}); ratios to `plain` of the same run; "
-        f"peak memory: {payload['memory_measured']}.",
+        f"peak memory: {payload['memory_measured']}. CPU-time ratios use process CPU time (all threads): "
+        "steadier than wall time on a shared machine with one thread, not meaningful for GPU runs.",
         "",
-        "| model | params (M) | train step ms | x plain | inference ms | x plain | train peak MiB | inference peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | params (M) | train step ms | x plain | inference ms | x plain | train peak MiB | inference peak MiB "
+        "| train x plain (CPU time) | inference x plain (CPU time) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     res = payload["resnet18"]
     base = res.get("plain", {})
@@ -181,6 +183,9 @@ def markdown(payload: dict) -> str:
             ref = base.get(kind, {}).get("median_ms") if "error" not in base else None
             cells += [f"{ms:.1f}", f"{ms / ref:.2f}" if ref else "-"]
         cells += [_fmt_mem(row["train_step"]), _fmt_mem(row["inference"])]
+        for kind in ("train_step", "inference"):
+            ref = base.get(kind, {}).get("cpu_time_median_ms") if "error" not in base else None
+            cells.append(f"{row[kind]['cpu_time_median_ms'] / ref:.2f}" if ref else "-")
         lines.append("| " + " | ".join(cells) + " |")
     if "crossd" in res and "fft" in res and "error" not in res["crossd"] and "error" not in res["fft"]:
         for name in ("crossd", "crossd_mixed"):
