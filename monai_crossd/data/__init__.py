@@ -23,8 +23,11 @@ from .medmnist import (
     medmnist_num_classes,
     write_medmnist_subset,
 )
+from .nifti_pairs import NIFTI_EXTENSIONS, paired_nifti_datalist
 
 __all__ = [
+    "NIFTI_EXTENSIONS",
+    "paired_nifti_datalist",
     "BRATS_LAYOUTS",
     "BRATS_MODALITIES",
     "NIFTI_SUFFIXES",
