@@ -47,8 +47,8 @@ MIXED_PATHS = ("materialize", "mixed_unfold")
 # output positions per sample up to which the GEMM formulations are chosen, per device type. Both
 # trade FLOPs for memory traffic, and that trade depends on the positions only (kernels cost
 # B * O * I * P memory, the convolution B * O * I * P * L FLOPs). CPU values measured with ResNet18
-# stages at 64x64 inputs (fwd+bwd, batch 8; benchmarks/README.md): mixed_unfold wins by 3-15x at
-# 4x4 and 2x2 maps and loses by 1.5-9x from 8x8 up. CUDA values are a guess (not measured): the
+# stages at 64x64 inputs (fwd+bwd, batch 8; benchmarks/README.md): mixed_unfold wins by 2.5-13x at
+# 4x4 and 2x2 maps and loses by 2.7-10x at 8x8 and 16x16. CUDA values are a guess (not measured): the
 # grouped convolution is fast there and only the tiniest maps go the GEMM way.
 _MIXED_UNFOLD_MAX_POSITIONS = {"cpu": 32, "cuda": 16}
 _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
