@@ -22,8 +22,10 @@ from monai_crossd.networks.layers.fourier_shift import (
     linear_rotation_matrix,
     shift_from_rotation,
     shift_kernel,
+    shift_matrix,
+    shift_operators,
 )
-from monai_crossd.networks.layers.per_sample_conv import per_sample_conv
+from monai_crossd.networks.layers.per_sample_conv import per_sample_conv, per_sample_mixed_conv
 
 __all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
 
@@ -194,8 +196,10 @@ class CrossDConv(nn.Module):
         """
         if self.spatial_dims == 3 and self.kernel_3d == "raw":
             return self.weight
-        rolled = torch.roll(self.weight, shifts=(1, 1, 1), dims=(2, 3, 4))
-        return rolled[:, :, self.kernel_size // 2] if self.spatial_dims == 2 else rolled
+        k = self.kernel_size
+        if self.spatial_dims == 2:  # plane K // 2 of U rolled by one voxel is plane K // 2 - 1 of U, rolled in-plane
+            return torch.roll(self.weight[:, :, (k // 2 - 1) % k], shifts=(1, 1), dims=(2, 3))
+        return torch.roll(self.weight, shifts=(1, 1, 1), dims=(2, 3, 4))
 
     def kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The kernels applied to ``x``: ``(B, O, C / groups, K, K[, K])``, or a shared static kernel."""
@@ -224,18 +228,28 @@ class CrossDConv(nn.Module):
             raise ValueError(f"`x` should have {self.in_channels} channels (dim 1), got shape {tuple(x.shape)}.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, O, H', W')`` or ``(B, C, D, H, W) -> (B, O, D', H', W')``."""
+        """``(B, C, H, W) -> (B, O, H', W')`` or ``(B, C, D, H, W) -> (B, O, D', H', W')``.
+
+        The shifted kernels are never built here: the knowledge base and the per-sample shift matrix
+        go to :func:`~monai_crossd.networks.layers.per_sample_conv.per_sample_mixed_conv`, whose
+        ``select_path`` (the one place where formulations are chosen per device) either materialises
+        the ``B`` kernels for a grouped convolution or mixes the taps of the input patches instead.
+        """
         self._check_input(x)
-        kernels = self.kernels(x)
+        static = not self.rotation or (self.spatial_dims == 3 and self.kernel_3d == "raw")
+        shift = None if static else self.predict_shift(x)  # the rotation network reads the unpadded input
         pads = self._padding()
         if self.padding_mode == "zeros" and all(lo == hi for lo, hi in pads):
             padding = tuple(lo for lo, _ in pads)
         else:
             flat = [p for pair in reversed(pads) for p in pair]
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            x = F.pad(x, flat, mode=mode)
+            x = F.pad(x, flat, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
             padding = 0
-        return per_sample_conv(x, kernels, self.bias, self.stride, padding, self.dilation, self.groups)
+        args = (self.bias, self.stride, padding, self.dilation, self.groups)
+        if shift is None:
+            return per_sample_conv(x, self.static_kernel(), *args)
+        real, imag = shift_operators(shift.to(self.weight.dtype), self.kernel_size)
+        return per_sample_mixed_conv(x, self.weight, shift_matrix(real, imag, self._plane()), *args)
 
     @classmethod
     def from_conv(

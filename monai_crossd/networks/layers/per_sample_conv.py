@@ -42,7 +42,7 @@ PATHS = ("grouped", "loop", "unfold")
 """Formulations of :func:`per_sample_conv` (``"unfold"`` needs 2D inputs)."""
 
 MIXED_PATHS = ("materialize", "mixed_unfold")
-"""Formulations of :func:`per_sample_mixed_conv` (``"mixed_unfold"`` needs 2D inputs)."""
+"""Formulations of :func:`per_sample_mixed_conv` (``"mixed_unfold"`` needs 2D or 3D inputs)."""
 
 # output positions per sample up to which the GEMM formulations are chosen, per device type. Both
 # trade FLOPs for memory traffic, and that trade depends on the positions only (kernels cost
@@ -83,7 +83,7 @@ def select_path(x: torch.Tensor, kernel_size: Sequence[int], stride, padding, di
     positions = _out_positions(x.shape[2:], kernel_size, stride, padding, dilation)
     dev = x.device.type
     if mixed:
-        ok = nd == 2 and x.shape[0] > 1 and positions <= _MIXED_UNFOLD_MAX_POSITIONS.get(dev, 0)
+        ok = nd in (2, 3) and x.shape[0] > 1 and positions <= _MIXED_UNFOLD_MAX_POSITIONS.get(dev, 0)
         return "mixed_unfold" if ok else "materialize"
     ok = nd == 2 and x.shape[0] > 1 and positions <= _UNFOLD_MAX_POSITIONS.get(dev, 0)
     return "unfold" if ok else "grouped"
@@ -92,8 +92,10 @@ def select_path(x: torch.Tensor, kernel_size: Sequence[int], stride, padding, di
 def _check_path(path: str, options: Sequence[str], nd: int) -> None:
     if path not in options:
         raise ValueError(f"`path` should be one of {tuple(options)} or None, got {path!r}.")
-    if path in ("unfold", "mixed_unfold") and nd != 2:
+    if path == "unfold" and nd != 2:
         raise ValueError(f"`path={path!r}` needs a 2D input (B, C, H, W), got {nd} spatial dims.")
+    if path == "mixed_unfold" and nd not in (2, 3):
+        raise ValueError(f"`path={path!r}` needs a 2D or 3D input, got {nd} spatial dims.")
 
 
 def _add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -107,6 +109,23 @@ def _out_shape(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[
         (s + 2 * p - d * (k - 1) - 1) // st + 1
         for s, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)
     ]
+
+
+def _unfold(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, stride) -> torch.Tensor:
+    """im2col for 2D (``F.unfold``) and 3D (``Tensor.unfold`` per axis): ``(B, C * P, L)``, taps row-major."""
+    nd = x.ndim - 2
+    if nd == 2:
+        return F.unfold(x, kernel_size, dilation, padding, stride)
+    dilation, padding, stride = _ntuple(dilation, nd), _ntuple(padding, nd), _ntuple(stride, nd)
+    if any(padding):
+        x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+    for i in range(nd):
+        x = x.unfold(2 + i, (kernel_size[i] - 1) * dilation[i] + 1, stride[i])
+        if dilation[i] > 1:
+            x = x[..., :: dilation[i]]
+    b, c = x.shape[:2]  # (B, C, *out, *taps) -> (B, C, *taps, *out)
+    x = x.permute(0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
+    return x.reshape(b, c * math.prod(kernel_size), -1)
 
 
 def per_sample_conv(
@@ -234,7 +253,7 @@ def per_sample_mixed_conv(
     # mix the taps of the unfolded input (cheap: C * P * Q per position) and run one GEMM with the
     # shared weight, batch and positions folded into its N dimension
     o, c, g = weight.shape[0], x.shape[1], groups
-    cols = F.unfold(x, kernel_size, dilation, padding, stride)  # (B, C * P, L)
+    cols = _unfold(x, kernel_size, dilation, padding, stride)  # (B, C * P, L)
     length = cols.shape[-1]
     mixed = torch.matmul(mix.transpose(1, 2).unsqueeze(1), cols.view(b, c, p, length))  # (B, C, Q, L)
     mixed = mixed.permute(1, 2, 0, 3).reshape(g, (c // g) * q, b * length)  # batch and positions: GEMM's N

@@ -83,13 +83,14 @@ def test_state_dicts_are_interchangeable():
 
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("train", [False, True])
-def test_2d_kernel_is_the_middle_plane_of_the_3d_kernel(k, train):
+@pytest.mark.parametrize("size", [(7, 8), (3, 4)])  # kernels materialised / input taps mixed (select_path)
+def test_2d_kernel_is_the_middle_plane_of_the_3d_kernel(k, train, size):
     # A depth-1 volume, zero-padded by K // 2 in depth, only meets the middle plane of the 3D kernel:
     # the 3D layer then computes exactly what the 2D layer computes on the slice.
     l2 = CrossDConv(2, 3, 4, k, padding=k // 2).double().train(train)
     l3 = CrossDConv(3, 3, 4, k, padding=k // 2).double().train(train)
     l3.load_state_dict(l2.state_dict())
-    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
     torch.testing.assert_close(l3(x[:, :, None])[:, :, 0], l2(x), atol=1e-10, rtol=0)
     k3 = l3.kernels(x[:, :, None])
     torch.testing.assert_close(k3[:, :, :, k // 2], l2.kernels(x), atol=1e-12, rtol=0)

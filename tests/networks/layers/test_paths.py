@@ -108,20 +108,32 @@ def test_mix_kernel_matches_shift_kernel():
     torch.testing.assert_close(mix_kernel(weight, shift_matrix(real, imag), (4, 4, 4)), shift_kernel(weight, shift))
 
 
-def test_mixed_3d_materializes():
-    x, weight = torch.randn(2, 3, 4, 5, 5, **F64), torch.randn(4, 3, 3, 3, 3, **F64)
-    shift = torch.randn(2, 3, **F64)
-    real, imag = shift_operators(shift, 3)
-    out = per_sample_mixed_conv(x, weight, shift_matrix(real, imag), padding=1)
-    expected = per_sample_conv(x, shift_kernel(weight, shift), padding=1, path="loop")
-    torch.testing.assert_close(out, expected, **TOL)
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(0, 1, 2)), dict(dilation=2, padding=2, groups=3)])
+def test_mixed_paths_3d(k, kwargs):
+    """Both formulations of the 3D shifted convolution agree with the loop over samples, gradients included."""
+    x = torch.randn(2, 3, 5, 6, 7, **F64, requires_grad=True)
+    weight = torch.randn(6, 3 // kwargs.get("groups", 1), k, k, k, **F64, requires_grad=True)
+    shift = (torch.randn(2, 3, **F64)).requires_grad_()
+
+    def run(path):
+        def fn(xx, w, d):
+            real, imag = shift_operators(d, k)
+            if path == "loop":
+                return per_sample_conv(xx, shift_kernel(w, d), path="loop", **kwargs)
+            return per_sample_mixed_conv(xx, w, shift_matrix(real, imag), path=path, **kwargs)
+
+        return _grads(fn, x, weight, shift)
+
+    _assert_same([run("loop"), *(run(p) for p in MIXED_PATHS)])
 
 
 def test_select_path():
     small, large = torch.randn(8, 4, 4, 4), torch.randn(8, 4, 64, 64)
     assert select_path(small, (3, 3), 1, 1, 1, mixed=True) == "mixed_unfold"
     assert select_path(large, (3, 3), 1, 1, 1, mixed=True) == "materialize"
-    assert select_path(torch.randn(8, 4, 4, 4, 4), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"
+    assert select_path(torch.randn(8, 4, 2, 2, 2), (3, 3, 3), 1, 1, 1, mixed=True) == "mixed_unfold"
+    assert select_path(torch.randn(8, 4, 8, 8, 8), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"
     assert select_path(torch.randn(1, 4, 4, 4), (3, 3), 1, 1, 1, mixed=True) == "materialize"
     assert select_path(small, (3, 3), 1, 1, 1, mixed=False) in PATHS
     assert select_path(large, (3, 3), 1, 1, 1, mixed=False) == "grouped"
