@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seeds", type=int, default=3)
     t.add_argument("--epochs", type=int, default=5, help="3D fine-tuning epochs per run")
     t.add_argument("--pretrain-epochs", type=int, default=3)
-    t.add_argument("--max-samples", type=int, default=None, help="cap on samples per split (and per source file)")
+    t.add_argument("--max-samples", type=int, default=None, help="cap on target samples per split")
+    t.add_argument("--max-source-samples", type=int, default=None, help="cap on 2D source samples per file and split")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--plain-prior", default=None, help="state_dict of a plain 2D ResNet18 (skips its pretraining)")
     t.add_argument("--crossd-prior", default=None, help="state_dict of a 2D Cross-D ResNet18 (skips its pretraining)")
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TransferConfig(
         target=args.target, out_dir=out, source=source, methods=args.methods, protocols=args.protocols,
         seeds=args.seeds, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs, max_samples=args.max_samples,
+        max_source_samples=args.max_source_samples,
         batch_size=args.batch_size, plain_prior=args.plain_prior, crossd_prior=args.crossd_prior,
         device=args.device, threads=args.threads,
     )

@@ -62,7 +62,8 @@ class TransferConfig:
         seeds: number of fine-tuning seeds (``0 .. seeds - 1``).
         pretrain_epochs: epochs of 2D pretraining for each prior.
         epochs: epochs of 3D fine-tuning per run.
-        max_samples: cap on samples per split (target) and per file and split (source); None for all.
+        max_samples: cap on samples per split of the target; None for all.
+        max_source_samples: cap on samples per file and split of the 2D source; None for all.
         batch_size: for pretraining and fine-tuning.
         lr_pretrain: AdamW learning rate of the 2D pretraining.
         lr_full: Adam learning rate of full fine-tuning.
@@ -81,6 +82,7 @@ class TransferConfig:
     pretrain_epochs: int = 3
     epochs: int = 5
     max_samples: int | None = None
+    max_source_samples: int | None = None
     batch_size: int = 32
     lr_pretrain: float = 1e-3
     lr_full: float = 1e-3
@@ -255,7 +257,7 @@ def _priors(cfg: TransferConfig, device: torch.device, out: Path) -> tuple[dict,
             report[kind] = {"checkpoint": given}
             continue
         if data is None:
-            data = {s: _split(cfg.source, s, cfg.max_samples, 0)[:2] for s in ("train", "val")}
+            data = {s: _split(cfg.source, s, cfg.max_source_samples, 0)[:2] for s in ("train", "val")}
             classes = _split(cfg.source, "train", 1, 0)[2]
         set_determinism(seed=1234)
         net = _plain_resnet18(1, classes) if kind == "plain" else crossd_resnet18(2, 1, classes)
@@ -319,7 +321,8 @@ def _markdown(summary: dict, cfg: TransferConfig, priors: dict) -> str:
         f"# Transfer study: {os.path.basename(cfg.target)}",
         "",
         f"Test metrics at the epoch of best validation AUC, mean +- std over {cfg.seeds} seeds. "
-        f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, max_samples={cfg.max_samples}.",
+        f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, max_samples={cfg.max_samples} (target), "
+        f"max_source_samples={cfg.max_source_samples}.",
         "",
         "| method | protocol | accuracy | balanced accuracy | AUC |",
         "|---|---|---|---|---|",
