@@ -198,7 +198,7 @@ def _train(
             loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         sched.step()
         val = classification_metrics(_predict(model, data["val"][0], cfg.batch_size, device), data["val"][1])
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val, "seconds": time.perf_counter() - start}
