@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .handlers import (
     BestCheckpointSaver,
+    CheckedCheckpointLoader,
     ClassificationWriter,
     LastCheckpointSaver,
     MetricsHistoryWriter,
@@ -17,6 +18,7 @@ from .training import FINETUNE_MODES, read_json, trainable_parameters, with_pret
 __all__ = [
     "FINETUNE_MODES",
     "BestCheckpointSaver",
+    "CheckedCheckpointLoader",
     "ClassificationWriter",
     "LastCheckpointSaver",
     "MetricsHistoryWriter",

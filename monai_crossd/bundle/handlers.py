@@ -8,6 +8,8 @@ place (``atomic=False``) and removes the old best before saving the new one.
   in model-zoo style (a plain ``state_dict``, what ``ckpt_export`` and ``CheckpointLoader`` expect).
 * :class:`LastCheckpointSaver` (trainer): the full training state every epoch, ``models/last.pt``, read back by
   MONAI's ``CheckpointLoader`` to resume. Put the best saver in its ``save_dict`` so the best score resumes too.
+* :class:`CheckedCheckpointLoader`: MONAI's ``CheckpointLoader`` whose failures name the file and list the
+  missing, unexpected and mismatched keys (a checkpoint of another architecture, class count or key prefix).
 * :class:`MetricsHistoryWriter` (evaluator): every validation's metrics and the best so far as JSON.
 * :class:`ClassificationWriter` (evaluator): per-case class probabilities as CSV and JSON.
 """
@@ -26,15 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.handlers import CheckpointLoader
 
 __all__ = [
     "BestCheckpointSaver",
+    "CheckedCheckpointLoader",
     "ClassificationWriter",
     "LastCheckpointSaver",
     "MetricsHistoryWriter",
     "ResumeCheckpointLoader",
     "atomic_torch_save",
     "atomic_write_bytes",
+    "state_dict_problems",
 ]
 
 logger = logging.getLogger(__name__)
@@ -214,6 +219,79 @@ class LastCheckpointSaver:
         logger.debug("saved %s at epoch %d", self.path, engine.state.epoch)
 
 
+_SHOWN_KEYS = 8
+
+
+def _listed(keys: Sequence[str]) -> str:
+    more = f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
+    return ", ".join(keys[:_SHOWN_KEYS]) + more
+
+
+def state_dict_problems(model: torch.nn.Module, state: Mapping[str, Any]) -> str:
+    """The missing, unexpected and shape-mismatched keys of ``state`` for ``model`` ("" when it fits)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    mismatched = [
+        f"{k} (checkpoint {tuple(v.shape)} vs model {tuple(want[k].shape)})"
+        for k, v in state.items()
+        if k in want and isinstance(v, torch.Tensor) and v.shape != want[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {name} keys: {_listed(keys)}"
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched))
+        if keys
+    ]
+    prefixes = {k.split(".", 1)[0] + "." for k in unexpected if "." in k}
+    if missing and len(prefixes) == 1 and all(k.startswith(next(iter(prefixes))) for k in unexpected):
+        parts.append(f"every unexpected key starts with {next(iter(prefixes))!r}: strip the prefix")
+    return "; ".join(parts)
+
+
+class CheckedCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` (same arguments) whose failures name the file and list the keys.
+
+    A missing or unreadable file, or a checkpoint that does not fit a network of ``load_dict`` (another
+    architecture, another class count, a ``module.`` prefix...), raises a ``ValueError`` naming ``load_path``
+    and the network's missing, unexpected and mismatched keys, instead of torch's ``RuntimeError``.
+
+    Raises:
+        ValueError: ``load_path`` is not a file, cannot be read, or does not fit ``load_dict``.
+    """
+
+    def __call__(self, engine: Any) -> None:
+        if not os.path.isfile(self.load_path):
+            raise ValueError(f"`load_path` should be an existing checkpoint, got {self.load_path!r}.")
+        try:
+            return super().__call__(engine)
+        except Exception as err:  # noqa: BLE001 - re-raised as a ValueError naming the file and the keys
+            raise ValueError(self._explain(err)) from err
+
+    def _explain(self, err: Exception) -> str:
+        head = f"checkpoint {self.load_path!r} could not be loaded"
+        try:
+            checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True)
+        except Exception as read_err:  # noqa: BLE001 - reported in the message
+            return f"{head}: not a readable checkpoint (truncated or corrupt?): {type(read_err).__name__}: {read_err}"
+        name = next(iter(self.load_dict))
+        if len(self.load_dict) == 1 and isinstance(checkpoint, Mapping) and name not in checkpoint:
+            checkpoint = {name: checkpoint}
+        problems = []
+        for key, obj in self.load_dict.items():
+            if not isinstance(obj, torch.nn.Module):
+                continue
+            state = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
+            if not isinstance(state, Mapping):
+                keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+                problems.append(f"no {key!r} entry (the checkpoint has {keys})")
+                continue
+            found = state_dict_problems(_unwrap(obj), state)
+            if found:
+                problems.append(f"`{key}` ({type(_unwrap(obj)).__name__}) does not fit: {found}")
+        detail = "; ".join(problems) or f"{type(err).__name__}: {err}"
+        return f"{head}: {detail}."
+
+
 class ResumeCheckpointLoader:
     """MONAI's ``CheckpointLoader`` that also restores the engine it is attached to (attach to the trainer).
 
@@ -250,11 +328,9 @@ class ResumeCheckpointLoader:
         Raises:
             ValueError: ``load_path`` does not exist.
         """
-        from monai.handlers import CheckpointLoader
-
         if not os.path.isfile(self.load_path):
             raise ValueError(f"`load_path` should be an existing checkpoint, got {self.load_path!r}.")
-        loader = CheckpointLoader(
+        loader = CheckedCheckpointLoader(
             load_path=self.load_path,
             load_dict={**self.load_dict, self.engine_key: engine},
             map_location=self.map_location,

@@ -11,8 +11,9 @@ from .brats import (
     split_datalist,
     study_datalist,
 )
+from .checks import CheckedLoadImaged, CheckFinited, check_datalist
 from .demo import DEMO_MARKER, DEMO_MODALITIES, ensure_brats_demo, synthetic_brats_case
-from .dicom import DEFAULT_SERIES_PATTERNS, match_series, write_dicom_series
+from .dicom import DEFAULT_SERIES_PATTERNS, check_dicom_series, match_series, write_dicom_series
 from .image_folder import IMAGE_EXTENSIONS, image_folder_classes, image_folder_datalist, scan_image_folder
 from .medmnist import (
     MEDMNIST_SPLITS,
@@ -26,6 +27,10 @@ from .medmnist import (
 from .nifti_pairs import NIFTI_EXTENSIONS, paired_nifti_datalist
 
 __all__ = [
+    "CheckedLoadImaged",
+    "CheckFinited",
+    "check_datalist",
+    "check_dicom_series",
     "NIFTI_EXTENSIONS",
     "paired_nifti_datalist",
     "BRATS_LAYOUTS",

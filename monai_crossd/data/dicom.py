@@ -6,6 +6,8 @@ module adds what MONAI lacks:
 
 * :func:`match_series` maps the series folders (or NIfTI files) of one study to modality keys by name, e.g. the
   TCIA Brain-Tumor-Progression folders ``11-T1post-18670`` -> ``T1wCE`` and ``26401-T1prereg-52906`` -> ``T1w``.
+* :func:`check_dicom_series` checks that a folder holds one series with regular slices (PydicomReader stacks
+  whatever it finds), naming the folder when it does not.
 * :func:`write_dicom_series` writes a 3D array as a minimal, valid MR DICOM series (used by the synthetic demo).
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_SERIES_PATTERNS", "match_series", "write_dicom_series"]
+__all__ = ["DEFAULT_SERIES_PATTERNS", "check_dicom_series", "match_series", "write_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,3 +203,107 @@ def write_dicom_series(
             ds.save_as(path, write_like_original=False)
         paths.append(str(path))
     return paths
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
+
+
+def check_dicom_series(folder: str | os.PathLike, rtol: float = 0.05) -> dict:
+    """Check that a folder holds exactly one DICOM series with regular, gap-free slices, before it is read.
+
+    MONAI's :class:`monai.data.PydicomReader` stacks whatever files a folder holds: two series are mixed into one
+    volume, and a missing slice or irregular spacing silently distorts the geometry. This check reads the headers
+    only (``stop_before_pixels``) and fails with the folder named.
+
+    Slices are ordered by their position along the slice normal (``ImagePositionPatient`` projected on the cross
+    product of the ``ImageOrientationPatient`` rows), or by ``InstanceNumber`` when a file has no position.
+
+    Args:
+        folder: the series folder.
+        rtol: relative tolerance on the distance between neighbouring slices. Defaults to 0.05.
+
+    Returns:
+        ``{"folder", "num_slices", "series_uid", "slice_spacing"}`` (``slice_spacing`` is ``None`` for one slice or
+        without positions).
+
+    Raises:
+        ValueError: ``folder`` is not a folder or holds no file, a file is not DICOM, the folder holds several
+            series, two slices share a position, a slice is missing (a gap of about twice the spacing, or a gap in
+            ``InstanceNumber`` without positions) or the spacing is inconsistent. The message names ``folder``.
+
+    Example:
+        >>> check_dicom_series("Study3/11-T1post-18670")  # doctest: +SKIP
+        {'folder': '...', 'num_slices': 22, 'series_uid': '1.3.6...', 'slice_spacing': 6.5}
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"DICOM series folder {str(folder)!r} is not a directory.")
+    files = _dicom_files(root)
+    if not files:
+        raise ValueError(f"DICOM series folder {str(folder)!r} holds no file.")
+    headers = []
+    for path in files:
+        try:
+            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+        except (InvalidDicomError, OSError, EOFError, ValueError) as err:
+            raise ValueError(f"DICOM series folder {str(folder)!r}: {path.name!r} is not a readable DICOM file ({err}).") from err
+    series: dict[str, list[str]] = {}
+    for path, ds in headers:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path.name)
+    if len(series) > 1:
+        summary = ", ".join(f"{uid or '<no SeriesInstanceUID>'} ({len(names)} files, e.g. {names[0]!r})" for uid, names in series.items())
+        raise ValueError(
+            f"DICOM series folder {str(folder)!r} holds {len(series)} series, expected one: {summary}. "
+            "Move each series to its own folder."
+        )
+    (series_uid,) = series
+    result = {"folder": str(root), "num_slices": len(headers), "series_uid": series_uid, "slice_spacing": None}
+    if len(headers) < 2:
+        return result
+    positioned = all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for _, ds in headers)
+    if positioned:
+        orientation = np.asarray(headers[0][1].ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        where = sorted(
+            (float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))), path.name, ds.get("InstanceNumber"))
+            for path, ds in headers
+        )
+        positions = np.array([w[0] for w in where])
+        steps = np.diff(positions)
+        spacing = float(np.median(steps))
+        for i, step in enumerate(steps):
+            if step <= rtol * max(abs(spacing), 1e-6):
+                raise ValueError(
+                    f"DICOM series folder {str(folder)!r}: slices {where[i][1]!r} and {where[i + 1][1]!r} share the "
+                    f"position {where[i][0]:.4g} mm along the slice normal (duplicate slices or several series)."
+                )
+        for i, step in enumerate(steps):
+            if abs(step - spacing) > rtol * spacing:
+                (p0, n0, i0), (p1, n1, i1) = where[i], where[i + 1]
+                if step > 1.5 * spacing:
+                    missing = round(step / spacing) - 1
+                    raise ValueError(
+                        f"DICOM series folder {str(folder)!r}: {missing} slice(s) missing between {n0!r} "
+                        f"(InstanceNumber {i0}, {p0:.4g} mm) and {n1!r} (InstanceNumber {i1}, {p1:.4g} mm): a gap of "
+                        f"{step:.4g} mm where the slice spacing is {spacing:.4g} mm."
+                    )
+                raise ValueError(
+                    f"DICOM series folder {str(folder)!r}: inconsistent slice spacing, {float(steps.min()):.4g} to "
+                    f"{float(steps.max()):.4g} mm (median {spacing:.4g} mm, rtol {rtol}); first irregular step "
+                    f"between {n0!r} and {n1!r}."
+                )
+        result["slice_spacing"] = spacing
+        return result
+    numbers = sorted(int(ds.InstanceNumber) for _, ds in headers if "InstanceNumber" in ds)
+    if len(numbers) == len(headers):
+        gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a != 1]
+        if gaps:
+            raise ValueError(
+                f"DICOM series folder {str(folder)!r}: InstanceNumber is not consecutive (no ImagePositionPatient "
+                f"to order by): gaps {gaps[:5]}, i.e. missing or duplicate slices."
+            )
+    return result

@@ -17,7 +17,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 
-__all__ = ["check_conv_kwargs", "check_cubic_kernel", "make_act", "make_norm", "CROSSD_RESERVED"]
+__all__ = ["check_conv_kwargs", "check_cubic_kernel", "check_input", "make_act", "make_norm", "CROSSD_RESERVED"]
 
 #: CrossDConv arguments that the networks set themselves; ``conv_kwargs`` may not override them.
 CROSSD_RESERVED = frozenset(
@@ -58,6 +58,30 @@ def check_conv_kwargs(conv_kwargs: Mapping | None, name: str = "conv_kwargs") ->
                 f"`{name}` has an unknown CrossDConv argument {key!r}; allowed keys are {tuple(free)}.{hint}"
             )
     return dict(conv_kwargs)
+
+
+def check_input(x: object, spatial_dims: int, in_channels: int, net: str) -> None:
+    """Check a network input up front: a tensor ``(B, in_channels, *spatial)`` with ``spatial_dims`` spatial axes.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: ``x`` has the wrong number of dimensions or of channels; the message names ``x``, the network
+            and the expected layout.
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{net}: `x` should be a torch.Tensor, got {type(x).__name__}.")
+    layout = "(B, C, H, W)" if spatial_dims == 2 else "(B, C, D, H, W)"
+    if x.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"{net}: `x` should be {spatial_dims + 2}D {layout} for spatial_dims={spatial_dims}, got shape "
+            f"{tuple(x.shape)}."
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"{net}: `x` should have in_channels={in_channels} channels (dim 1 of {layout}), got shape {tuple(x.shape)}."
+        )
 
 
 def check_cubic_kernel(kernel_size: Sequence[int] | int, spatial_dims: int, name: str) -> int:

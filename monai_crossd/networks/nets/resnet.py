@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Pool
 
-from monai_crossd.networks.nets._utils import check_conv_kwargs, make_act, make_norm
+from monai_crossd.networks.nets._utils import check_conv_kwargs, check_input, make_act, make_norm
 
 __all__ = [
     "CrossDBasicBlock",
@@ -202,6 +202,7 @@ class CrossDResNet(nn.Module):
         kw = check_conv_kwargs(conv_kwargs)
         self.spatial_dims, self.norm, self.act, self.conv_kwargs = spatial_dims, norm, act, kw
 
+        self.in_channels = in_channels
         self.in_planes = block_inplanes[0]
         self.conv1 = _crossd(spatial_dims)(
             in_channels, self.in_planes, conv1_kernel_size, stride=conv1_stride,
@@ -254,7 +255,13 @@ class CrossDResNet(nn.Module):
         return nn.Sequential(*stage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` or ``(B, C, D, H, W)`` -> ``(B, num_classes)`` (``(B, out_features)`` without ``fc``)."""
+        """``(B, C, H, W)`` or ``(B, C, D, H, W)`` -> ``(B, num_classes)`` (``(B, out_features)`` without ``fc``).
+
+        Raises:
+            TypeError: ``x`` is not a tensor.
+            ValueError: ``x`` does not have ``spatial_dims + 2`` dimensions or ``in_channels`` channels.
+        """
+        check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)

@@ -26,7 +26,7 @@ from monai.networks.blocks import ADN, Convolution
 from monai.networks.layers.factories import Act, Conv, Norm
 from monai.networks.layers.simplelayers import SkipConnection
 
-from monai_crossd.networks.nets._utils import check_conv_kwargs, check_cubic_kernel, make_act, make_norm
+from monai_crossd.networks.nets._utils import check_conv_kwargs, check_cubic_kernel, check_input, make_act, make_norm
 
 __all__ = ["CrossDConvolution", "CrossDResidualUnit", "CrossDUNet", "UP_MODES"]
 
@@ -356,5 +356,11 @@ class CrossDUNet(nn.Module):
         return conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``."""
+        """``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``.
+
+        Raises:
+            TypeError: ``x`` is not a tensor.
+            ValueError: ``x`` does not have ``spatial_dims + 2`` dimensions or ``in_channels`` channels.
+        """
+        check_input(x, self.dimensions, self.in_channels, type(self).__name__)
         return self.model(x)
