@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 if str(ROOT) not in sys.path:  # run from anywhere: `tests.oracle` and `monai_crossd` from the checkout
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["ROOT", "RESULTS", "environment", "measure", "peak_memory", "pick_device", "sync", "write_results"]
+__all__ = ["ROOT", "RESULTS", "crossd_path", "environment", "measure", "peak_memory", "pick_device", "sync", "write_results"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -97,6 +97,29 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup
     }
 
 
+def crossd_path(layer, x: torch.Tensor) -> str:
+    """The formulation ``CrossDConv.forward`` of ``layer`` runs for ``x``: ``select_path``'s choice, made as the forward makes it.
+
+    ``"mixed_unfold"`` (taps of the unfolded input mixed, one GEMM with the shared weight) or
+    ``"materialize+<per_sample_conv path>"`` (the ``B`` kernels built, then ``grouped``/``unfold``);
+    ``"static+<path>"`` without rotation.
+    """
+    from monai_crossd.networks.layers.per_sample_conv import select_path
+
+    k = (layer.kernel_size,) * layer.spatial_dims
+    pads = layer._padding()
+    padding = [lo for lo, _ in pads]
+    if not (layer.padding_mode == "zeros" and all(lo == hi for lo, hi in pads)):  # the forward pads x first
+        x = torch.nn.functional.pad(x, [p for pair in reversed(pads) for p in pair])
+        padding = 0
+    args = (x, k, layer.stride, padding, layer.dilation)
+    inner = select_path(*args, mixed=False)
+    if not layer.rotation or (layer.spatial_dims == 3 and layer.kernel_3d == "raw"):
+        return f"static+{inner}"
+    mixed = select_path(*args, mixed=True)
+    return mixed if mixed != "materialize" else f"materialize+{inner}"
+
+
 def _malloc_trim() -> None:
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -150,17 +173,24 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> dict:
     return {"peak_mib": (peak[0] - before) / 2**20, "measured": "cpu_rss_delta_sampled_after_malloc_trim"}
 
 
-def write_results(name: str, payload: dict, markdown: str, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """``<name>.json`` and ``<name>.md`` under ``out_dir`` (default ``benchmarks/results``)."""
+def write_results(
+    name: str, payload: dict, markdown: Callable[[dict], str], out_dir: Path | None = None
+) -> tuple[Path, Path]:
+    """``<name>.json`` and ``markdown(payload)`` as ``<name>.md`` under ``out_dir`` (default ``benchmarks/results``).
+
+    The 1-minute load average at the end of the run is added to ``payload["environment"]`` first.
+    """
+    if hasattr(os, "getloadavg") and "environment" in payload:  # how busy the machine was during the run
+        payload["environment"]["load_average_1m_at_end"] = os.getloadavg()[0]
     out_dir = Path(out_dir) if out_dir else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
-    md_path.write_text(markdown)
+    md_path.write_text(markdown(payload))
     return json_path, md_path
 
 
 def env_markdown(env: dict) -> str:
     keys = ["date_utc", "device", "gpu", "cpu_model", "cpu_count", "torch_threads", "torch", "cuda", "tf32_matmul",
-            "load_average_1m_at_start", "command"]
+            "load_average_1m_at_start", "load_average_1m_at_end", "command"]
     return "\n".join(f"- {k}: `{env[k]}`" for k in keys if k in env) + "\n"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a machine with an NVIDIA GPU (H100/H200): correctness on CUDA against the FFT
-# oracle, then both benchmarks at their full GPU sizes. Installs nothing but pip wheels.
+# oracle (every per_sample_conv / per_sample_mixed_conv path, 2D and 3D, and the whole layer on both
+# sides of the CUDA path threshold), then both benchmarks at their full GPU sizes. Installs nothing but pip wheels.
 #
 #   bash benchmarks/gpu_check.sh            # results to $OUT when set, else benchmarks/results/
 #
@@ -54,6 +55,11 @@ for k in (2, 3, 5):
     for p in PATHS:
         outs.append(per_sample_conv(x, shift_kernel(w, shift, plane=k // 2), path=p))
     worst = max(worst, max((o - outs[0]).abs().max().item() for o in outs))
+    # 3D: both per_sample_mixed_conv paths against the materialised 3D kernels
+    v = torch.randn(6, 4, 5, 6, 7, device=dev, dtype=f64)
+    ref = per_sample_conv(v, shift_kernel(w, shift), padding=k // 2)
+    for p in MIXED_PATHS:
+        worst = max(worst, (per_sample_mixed_conv(v, w, shift_matrix(real, imag), padding=k // 2, path=p) - ref).abs().max().item())
 # the whole layer against the oracle layer with the same parameters
 layer = CrossDConv(2, 16, 32, 3, padding=1, bias=False).to(dev, f64)
 oracle = FFTCrossDConv2d(16, 32, 3, padding=1).to(dev, f64)
@@ -61,8 +67,9 @@ with torch.no_grad():
     layer.rotation_net[3].weight.mul_(10)
     oracle.weights_3d.copy_(layer.weight)
     oracle.rotation_params.load_state_dict(layer.rotation_net.state_dict())
-x = torch.randn(4, 16, 12, 12, device=dev, dtype=f64)
-worst = max(worst, (layer(x) - oracle(x)).abs().max().item())
+for size in (4, 12):  # 16 positions take the tap-mixing path on CUDA, 144 the materialised kernels
+    x = torch.randn(4, 16, size, size, device=dev, dtype=f64)
+    worst = max(worst, (layer(x) - oracle(x)).abs().max().item())
 print(f"max abs difference over all checks: {worst:.2e}")
 assert worst < 1e-9, worst
 print("correctness OK")

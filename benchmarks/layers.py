@@ -4,9 +4,9 @@ One layer, ``k = 3``, ``padding = 1``, no bias, at the paper's input shapes ``(B
 output channels:
 
 - ``conv2d``: ``nn.Conv2d`` on the 2D input (the reference of every ratio, same run);
-- ``crossd``: our ``CrossDConv(2, ...)`` as committed (materialised per-sample kernels);
-- ``crossd_mixed``: the same layer with the forward proposed in ``benchmarks/_proposed.py``
-  (``per_sample_mixed_conv``: may skip materialising the kernels on small maps);
+- ``crossd``: our ``CrossDConv(2, ...)``: rotation network, fused shift matrix, then
+  ``per_sample_mixed_conv``, whose ``select_path`` materialises the per-sample kernels or mixes the
+  input taps (the path chosen for each shape is recorded in the results);
 - ``fft``: ``tests.oracle.FFTCrossDConv2d``, the literal per-sample FFT layer (authors-style);
 - ``acsconv``: the PyPI ``acsconv`` operator on a volume ``(B, C, D, H, W)`` (reported unavailable,
   with the error, if it cannot be imported or run on this torch);
@@ -15,7 +15,8 @@ output channels:
 The 3D methods see a volume of depth ``--depth`` (4 by default; 2 with ``--quick``). Each cell is the
 median of ``--repeats`` timings after warm-up, of the forward (no autograd graph) and of
 forward+backward (``out.backward(grad)`` with the input requiring grad, so weight and input gradients
-are computed). ``--quick`` runs scaled-down shapes on a CPU in minutes:
+are computed). Before timing, the layer is checked against the FFT oracle in float64 (max abs
+difference recorded). ``--quick`` runs scaled-down shapes on a CPU in minutes:
 ``(4, 64, 32, 32)``, ``(4, 128, 32, 32)``, ``(4, 384, 32, 32)`` with 128 output channels.
 
 Usage (from the repository root)::
@@ -34,20 +35,22 @@ import traceback
 import torch
 import torch.nn as nn
 
-from _common import RESULTS, env_markdown, environment, measure, peak_memory, pick_device, write_results  # noqa: I001
+from _common import (  # noqa: I001
+    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, pick_device, write_results,
+)
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.layers.fourier_shift import shift_matrix, shift_operators
-from monai_crossd.networks.layers.per_sample_conv import mix_kernel, per_sample_conv, select_path
+from monai_crossd.networks.layers.per_sample_conv import MIXED_PATHS, per_sample_mixed_conv
 from tests.oracle import FFTCrossDConv2d
-
-from _proposed import proposed_forward, use_proposed_forward  # noqa: E402
 
 FULL_SHAPES = [(8, 64, 128, 128), (16, 128, 224, 224), (32, 384, 224, 224)]
 FULL_OUT = 512
 QUICK_SHAPES = [(4, 64, 32, 32), (4, 128, 32, 32), (4, 384, 32, 32)]
 QUICK_OUT = 128
-METHODS = ("conv2d", "crossd", "crossd_mixed", "fft", "acsconv", "conv3d")
+METHODS = ("conv2d", "crossd", "fft", "acsconv", "conv3d")
+# a ResNet18 stage-3 shape at 64x64 input (4x4 maps): where the selector takes the tap-mixing path
+SMALL_MAP_SHAPE, SMALL_MAP_OUT = (8, 256, 4, 4), 256
 
 
 def _acsconv():
@@ -64,7 +67,7 @@ def build(method: str, c: int, o: int, device: torch.device) -> tuple[nn.Module,
     """The layer and whether it takes a volume."""
     if method == "conv2d":
         return nn.Conv2d(c, o, 3, padding=1, bias=False).to(device), False
-    if method in ("crossd", "crossd_mixed"):
+    if method == "crossd":
         return CrossDConv(2, c, o, 3, padding=1, bias=False).to(device), False
     if method == "fft":
         return FFTCrossDConv2d(c, o, 3, padding=1).to(device), False
@@ -84,89 +87,89 @@ def bench_one(method: str, shape, o: int, depth: int, device: torch.device, repe
     layer, volume = build(method, c, o, device)
     layer.train()
     x = torch.randn(b, c, depth, h, w, device=device) if volume else torch.randn(b, c, h, w, device=device)
-    ctx = use_proposed_forward if method == "crossd_mixed" else _null
-    with ctx():
+    with torch.no_grad():
+        out = layer(x)
+    grad = torch.randn_like(out)
+    del out
+    xg = x.clone().requires_grad_(True)
+
+    def forward():
         with torch.no_grad():
-            out = layer(x)
-        grad = torch.randn_like(out)
-        del out
-        xg = x.clone().requires_grad_(True)
+            layer(x)
 
-        def forward():
-            with torch.no_grad():
-                layer(x)
+    def forward_backward():
+        layer.zero_grad(set_to_none=True)
+        xg.grad = None
+        layer(xg).backward(grad)
 
-        def forward_backward():
-            layer.zero_grad(set_to_none=True)
-            xg.grad = None
-            layer(xg).backward(grad)
-
-        row = {
-            "forward": measure(forward, device, repeats),
-            "forward_backward": measure(forward_backward, device, repeats),
-            "input_shape": list(x.shape),
-        }
-        row["forward"]["memory"] = peak_memory(forward, device)
-        row["forward_backward"]["memory"] = peak_memory(forward_backward, device)
-    if method in ("crossd", "crossd_mixed"):
-        row["path"] = _paths(x, o)
+    row = {
+        "forward": measure(forward, device, repeats),
+        "forward_backward": measure(forward_backward, device, repeats),
+        "input_shape": list(x.shape),
+    }
+    row["forward"]["memory"] = peak_memory(forward, device)
+    row["forward_backward"]["memory"] = peak_memory(forward_backward, device)
+    if method == "crossd":
+        row["path"] = crossd_path(layer, x)
     return row
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _paths(x: torch.Tensor, o: int) -> dict:
-    return {
-        "crossd": "materialize+" + select_path(x, (3, 3), 1, 1, 1, mixed=False),
-        "crossd_mixed": select_path(x, (3, 3), 1, 1, 1, mixed=True),
-    }
-
-
-def check_proposed(device: torch.device) -> float:
-    """The proposed forward gives the committed forward's output (max abs difference, float64)."""
+def check_oracle(device: torch.device) -> float:
+    """``CrossDConv`` against the literal FFT layer with the same parameters (max abs difference, float64)."""
     torch.manual_seed(0)
-    layer = CrossDConv(2, 8, 16, 3, padding=1).to(device, torch.float64)
-    x = torch.randn(4, 8, 4, 4, device=device, dtype=torch.float64)
-    return (proposed_forward(layer, x) - layer(x)).abs().max().item()
+    layer = CrossDConv(2, 8, 16, 3, padding=1, bias=False).to(device, torch.float64)
+    oracle = FFTCrossDConv2d(8, 16, 3, padding=1).to(device, torch.float64)
+    with torch.no_grad():
+        layer.rotation_net[3].weight.mul_(10)  # visible rotations, not near-identity ones
+        oracle.weights_3d.copy_(layer.weight)
+        oracle.rotation_params.load_state_dict(layer.rotation_net.state_dict())
+    worst = 0.0
+    for size in (4, 12):  # both sides of the CPU selector threshold (16 and 144 positions)
+        x = torch.randn(4, 8, size, size, device=device, dtype=torch.float64)
+        worst = max(worst, (layer(x) - oracle(x)).abs().max().item())
+    return worst
 
 
 def breakdown(shape, o: int, device: torch.device, repeats: int) -> dict:
-    """Where the committed layer spends time: rotation network, kernel construction, per-sample conv."""
+    """Where ``CrossDConv.forward`` spends time, forward+backward of each part alone.
+
+    The parts of the forward: the rotation network (``predict_shift``: shift ``(B, 3)``), the shift
+    matrix (``shift_operators`` + ``shift_matrix``: ``(B, K^2, K^3)``), and ``per_sample_mixed_conv``
+    on every path of :data:`MIXED_PATHS` (the selected one marked), beside the whole layer and a
+    ``conv2d`` with one shared kernel of the same shape (the floor).
+    """
     b, c, h, w = shape
     torch.manual_seed(0)
     layer = CrossDConv(2, c, o, 3, padding=1, bias=False).to(device).train()
     x = torch.randn(b, c, h, w, device=device, requires_grad=True)
-    shift = layer.predict_shift(x).detach()
-    kernels = layer.kernels(x).detach().contiguous()
+    shift = layer.predict_shift(x).detach().requires_grad_(True)
+    with torch.no_grad():
+        mix = shift_matrix(*shift_operators(shift, 3), 1)
+    mix.requires_grad_(True)
+    shared = layer.weight[:, :, 1].detach().clone().requires_grad_(True)
 
     def part(fn):
         def run():
             layer.zero_grad(set_to_none=True)
+            x.grad = shift.grad = mix.grad = shared.grad = None
             out = fn()
             out.backward(torch.ones_like(out))
 
-        return measure(run, device, repeats)["median_ms"]
+        return round(measure(run, device, repeats)["median_ms"], 3)
 
-    def construct():
-        real, imag = shift_operators(shift, 3)
-        return mix_kernel(layer.weight, shift_matrix(real, imag, 1), (3, 3))
-
-    kg = kernels.clone().requires_grad_(True)
-    result = {
+    return {
+        "input": list(shape),
+        "out_channels": o,
+        "selected_path": crossd_path(layer, x),
         "rotation_network_ms": part(lambda: layer.predict_shift(x)),
-        "kernel_construction_ms": part(construct),
-        "per_sample_conv_ms": {p: part(lambda p=p: per_sample_conv(x, kg, padding=1, path=p)) for p in ("grouped", "loop", "unfold")},
+        "shift_matrix_ms": part(lambda: shift_matrix(*shift_operators(shift, 3), 1)),
+        "per_sample_mixed_conv_ms": {
+            p: part(lambda p=p: per_sample_mixed_conv(x, layer.weight, mix, padding=1, path=p)) for p in MIXED_PATHS
+        },
         "whole_layer_ms": part(lambda: layer(x)),
-        "conv2d_shared_kernel_ms": part(lambda: torch.nn.functional.conv2d(x, kg[0], padding=1)),
-        "note": "forward+backward of each part alone (backward of ones), medians",
+        "conv2d_shared_kernel_ms": part(lambda: torch.nn.functional.conv2d(x, shared, padding=1)),
+        "note": "forward+backward of each part alone (backward of ones), medians; the parts do not overlap",
     }
-    return result
 
 
 def profile_table(shape, o: int, device: torch.device) -> str:
@@ -192,18 +195,21 @@ def markdown(payload: dict) -> str:
                  "Median ms; ratio to conv2d of the same run; peak memory: " + payload["memory_measured"] + ". "
                  "CPU-time ratio: process CPU time, steadier than wall time on a shared machine with one thread.")
     lines.append("")
+    lines.append(f"`crossd` against the FFT oracle (float64, same parameters): max abs difference "
+                 f"{payload['crossd_vs_fft_oracle_max_abs_diff_float64']:.1e}.")
+    lines.append("")
     for shape_key, rows in payload["results"].items():
         lines.append(f"## input {shape_key}")
         lines.append("")
-        lines.append("| method | fwd ms | fwd x conv2d | fwd+bwd ms | fwd+bwd x conv2d | peak MiB fwd | peak MiB fwd+bwd "
+        lines.append("| method | path | fwd ms | fwd x conv2d | fwd+bwd ms | fwd+bwd x conv2d | peak MiB fwd | peak MiB fwd+bwd "
                      "| fwd+bwd x conv2d (CPU time) |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         ref = rows.get("conv2d", {})
         for method, row in rows.items():
             if "error" in row:
-                lines.append(f"| {method} | unavailable: {row['error'][:120]} | | | | | | |")
+                lines.append(f"| {method} | unavailable: {row['error'][:120]} | | | | | | | |")
                 continue
-            cells = [method]
+            cells = [method, row.get("path", "")]
             for kind in ("forward", "forward_backward"):
                 ms = row[kind]["median_ms"]
                 base = ref.get(kind, {}).get("median_ms") if "error" not in ref else None
@@ -214,9 +220,22 @@ def markdown(payload: dict) -> str:
             base = ref.get("forward_backward", {}).get("cpu_time_median_ms") if "error" not in ref else None
             cells.append(f"{row['forward_backward']['cpu_time_median_ms'] / base:.2f}" if base else "-")
             lines.append("| " + " | ".join(cells) + " |")
+        ours, fft = rows.get("crossd", {}), rows.get("fft", {})
+        if "forward_backward" in ours and "forward_backward" in fft:
+            speed = fft["forward_backward"]["median_ms"] / ours["forward_backward"]["median_ms"]
+            cpu = fft["forward_backward"]["cpu_time_median_ms"] / ours["forward_backward"]["cpu_time_median_ms"]
+            lines += ["", f"`crossd` fwd+bwd is {speed:.1f}x faster than `fft` (wall; {cpu:.1f}x in CPU time)."]
         lines.append("")
-    if "breakdown" in payload:
-        lines += ["## where `crossd` spends time (fwd+bwd, first shape)", "", "```", str(payload["breakdown"]), "```", ""]
+    if payload.get("breakdown"):
+        lines += ["## where `crossd` spends time (fwd+bwd of each part alone, median ms)", "",
+                  ("| input -> out | selected path | rotation net | shift matrix | per_sample_mixed_conv | whole layer "
+                   "| conv2d, one shared kernel |"), "|---|---|---|---|---|---|---|"]
+        for bd in payload["breakdown"]:
+            conv = ", ".join(f"{p} {ms:.1f}" for p, ms in bd["per_sample_mixed_conv_ms"].items())
+            lines.append(f"| {'x'.join(map(str, bd['input']))} -> {bd['out_channels']} | {bd['selected_path']} "
+                         f"| {bd['rotation_network_ms']:.2f} | {bd['shift_matrix_ms']:.2f} | {conv} "
+                         f"| {bd['whole_layer_ms']:.1f} | {bd['conv2d_shared_kernel_ms']:.1f} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +268,7 @@ def main(argv=None) -> dict:
         "depth": depth,
         "memory_measured": "CUDA max allocated minus allocated before the call" if device.type == "cuda"
         else "CPU resident-set growth during one call after malloc_trim, sampled every 0.5 ms (approximate)",
-        "proposed_forward_max_abs_diff_float64": check_proposed(device),
+        "crossd_vs_fft_oracle_max_abs_diff_float64": check_oracle(device),
         "results": {},
     }
     for shape in shapes:
@@ -272,12 +291,13 @@ def main(argv=None) -> dict:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if args.profile:
-        payload["breakdown"] = breakdown(shapes[0], o, device, repeats)
+        # the first shape (materialised kernels) and a 4x4 map (tap mixing on CPU)
+        payload["breakdown"] = [breakdown(shapes[0], o, device, repeats), breakdown(SMALL_MAP_SHAPE, SMALL_MAP_OUT, device, repeats)]
         table = profile_table(shapes[0], o, device)
         payload["profile_table"] = table
         print(table)
     name = f"layers_{device.type}_{payload['size']}"
-    paths = write_results(name, payload, markdown(payload), args.out)
+    paths = write_results(name, payload, markdown, args.out)
     print("wrote", *paths)
     return payload
 

@@ -4,13 +4,15 @@ ResNet18 (2D), one training step (forward, cross-entropy, backward, fused ``Adam
 forward (``eval``, ``no_grad``), median of ``--repeats``:
 
 - ``plain``: ``torchvision.models.resnet18``;
-- ``crossd``: ``monai_crossd.networks.nets.crossd_resnet18(2, 3, num_classes)`` as committed;
-- ``crossd_mixed``: the same model with the ``CrossDConv.forward`` proposed in ``benchmarks/_proposed.py``;
+- ``crossd``: ``monai_crossd.networks.nets.crossd_resnet18(2, 3, num_classes)``; the formulation
+  ``select_path`` picks for each of its Cross-D convs (per input shape) is recorded in the results;
 - ``fft``: torchvision's ResNet18 with every ``Conv2d`` replaced by ``tests.oracle.FFTCrossDConv2d``
   (the literal per-sample FFT layer, same stride/padding/groups, no bias): the authors-style network.
 
 CPU: batch 8, 64x64, 10 classes. CUDA: batch 64, 224x224, 1000 classes, TF32 on for matmul and cuDNN
-(recorded in the results), peak memory from ``torch.cuda.max_memory_allocated``.
+(recorded in the results), peak memory from ``torch.cuda.max_memory_allocated``. On CPU the literal
+``fft`` model takes ~28 s per training step: its peak-memory call doubles as the warm-up and it gets
+``--fft-repeats`` (3) timed calls.
 
 3D: ``CrossDConv(3, C, C, 3, padding=1)`` with ``rotation=True`` (per-sample shifted 3D kernels) and
 ``rotation=False`` (static kernel) against ``nn.Conv3d``, forward and forward+backward, at
@@ -32,15 +34,15 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from _common import RESULTS, env_markdown, environment, measure, peak_memory, pick_device, write_results  # noqa: I001
+from _common import (  # noqa: I001
+    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, pick_device, write_results,
+)
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.nets import crossd_resnet18
 from tests.oracle import FFTCrossDConv2d
 
-from _proposed import use_proposed_forward  # noqa: E402
-
-MODELS = ("plain", "crossd", "crossd_mixed", "fft")
+MODELS = ("plain", "crossd", "fft")
 
 
 def fft_resnet18(num_classes: int) -> nn.Module:
@@ -68,7 +70,7 @@ def fft_resnet18(num_classes: int) -> nn.Module:
 def build(name: str, num_classes: int) -> nn.Module:
     if name == "plain":
         return torchvision.models.resnet18(num_classes=num_classes)
-    if name in ("crossd", "crossd_mixed"):
+    if name == "crossd":
         return crossd_resnet18(2, 3, num_classes)
     if name == "fft":
         return fft_resnet18(num_classes)
@@ -88,12 +90,24 @@ def make_optimizer(model: nn.Module, device) -> torch.optim.Optimizer:
         return torch.optim.AdamW(model.parameters(), lr=1e-4)
 
 
-class _null:
-    def __enter__(self):
-        return self
+def crossd_paths(model: nn.Module, x: torch.Tensor) -> dict:
+    """``{"<input shape>": {"<path>": count}}``: the formulation of every ``CrossDConv`` call in one forward."""
+    seen: dict = {}
 
-    def __exit__(self, *exc):
-        return False
+    def hook(module, args):
+        key = "x".join(map(str, args[0].shape))
+        path = crossd_path(module, args[0])
+        seen.setdefault(key, {}).setdefault(path, 0)
+        seen[key][path] += 1
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, CrossDConv)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
 
 
 def bench_resnet(name: str, batch: int, size: int, num_classes: int, device, repeats: int) -> dict:
@@ -112,16 +126,16 @@ def bench_resnet(name: str, batch: int, size: int, num_classes: int, device, rep
         with torch.no_grad():
             model(x)
 
-    ctx = use_proposed_forward if name == "crossd_mixed" else _null
-    with ctx():
-        warmup = 1 if name == "fft" and device.type == "cpu" else 2  # a literal-FFT CPU step takes a minute
-        model.train()
-        train = measure(train_step, device, repeats, warmup=warmup)
-        train["memory"] = peak_memory(train_step, device)
-        model.eval()
-        inference = measure(infer, device, repeats, warmup=warmup)
-        inference["memory"] = peak_memory(infer, device)
-    return {"train_step": train, "inference": inference, "parameters": sum(p.numel() for p in model.parameters())}
+    slow = name == "fft" and device.type == "cpu"  # ~28 s per literal-FFT CPU step: the memory call is the warm-up
+    row = {"parameters": sum(p.numel() for p in model.parameters())}
+    for kind, mode, fn in (("train_step", True, train_step), ("inference", False, infer)):
+        model.train(mode)
+        memory = peak_memory(fn, device) if slow else None
+        row[kind] = measure(fn, device, repeats, warmup=0 if slow else 2)
+        row[kind]["memory"] = memory or peak_memory(fn, device)
+    if name == "crossd":
+        row["paths"] = crossd_paths(model.train(), x)
+    return row
 
 
 def bench_3d(method: str, shape, device, repeats: int) -> dict:
@@ -149,6 +163,8 @@ def bench_3d(method: str, shape, device, repeats: int) -> dict:
     row = {"forward": measure(forward, device, repeats), "forward_backward": measure(forward_backward, device, repeats)}
     row["forward"]["memory"] = peak_memory(forward, device)
     row["forward_backward"]["memory"] = peak_memory(forward_backward, device)
+    if method != "conv3d":
+        row["path"] = crossd_path(layer, x)
     return row
 
 
@@ -163,7 +179,8 @@ def markdown(payload: dict) -> str:
     lines += [
         f"## ResNet18: batch {cfg['batch']}, {cfg['size']}x{cfg['size']}, {cfg['num_classes']} classes, {cfg['optimizer']} + cross-entropy",
         "",
-        f"Median ms of {payload['repeats']} (fft: {payload['fft_repeats']}); ratios to `plain` of the same run; "
+        f"Median ms of {payload['repeats']} after 2 warm-up calls (fft: {payload['fft_repeats']}, "
+        f"{'after its peak-memory call as the only warm-up' if payload['environment']['device'] == 'cpu' else 'same warm-up'}); ratios to `plain` of the same run; "
         f"peak memory: {payload['memory_measured']}. CPU-time ratios use process CPU time (all threads): "
         "steadier than wall time on a shared machine with one thread, not meaningful for GPU runs.",
         "",
@@ -187,20 +204,25 @@ def markdown(payload: dict) -> str:
             ref = base.get(kind, {}).get("cpu_time_median_ms") if "error" not in base else None
             cells.append(f"{row[kind]['cpu_time_median_ms'] / ref:.2f}" if ref else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    if "crossd" in res and "fft" in res and "error" not in res["crossd"] and "error" not in res["fft"]:
-        for name in ("crossd", "crossd_mixed"):
-            if name in res and "error" not in res[name]:
-                speed = res["fft"]["train_step"]["median_ms"] / res[name]["train_step"]["median_ms"]
-                lines.append(f"\n`{name}` trains {speed:.1f}x faster than `fft` (train-step time ratio).")
+    ours, fft = res.get("crossd", {}), res.get("fft", {})
+    if "train_step" in ours and "train_step" in fft:
+        speed = {k: fft[k]["median_ms"] / ours[k]["median_ms"] for k in ("train_step", "inference")}
+        cpu = fft["train_step"]["cpu_time_median_ms"] / ours["train_step"]["cpu_time_median_ms"]
+        lines.append(f"\n`crossd` against `fft`: train step {speed['train_step']:.1f}x faster ({cpu:.1f}x in CPU time), "
+                     f"inference {speed['inference']:.1f}x faster.")
+    if "paths" in ours:
+        lines += ["", "Formulation of each Cross-D conv of `crossd` (input shape: path x count): " + "; ".join(
+            f"`{shape}`: " + ", ".join(f"{p} x{n}" for p, n in paths.items()) for shape, paths in ours["paths"].items()) + "."]
     lines += ["", f"## 3D layer: input {payload['conv3d_shape']} -> {payload['conv3d_shape'][1]} channels, k=3", ""]
-    lines += ["| method | fwd ms | x conv3d | fwd+bwd ms | x conv3d | peak MiB fwd | peak MiB fwd+bwd |", "|---|---|---|---|---|---|---|"]
+    lines += ["| method | path | fwd ms | x conv3d | fwd+bwd ms | x conv3d | peak MiB fwd | peak MiB fwd+bwd |",
+              "|---|---|---|---|---|---|---|---|"]
     r3 = payload["layers_3d"]
     b3 = r3.get("conv3d", {})
     for name, row in r3.items():
         if "error" in row:
-            lines.append(f"| {name} | unavailable: {row['error'][:120]} | | | | | |")
+            lines.append(f"| {name} | unavailable: {row['error'][:120]} | | | | | | |")
             continue
-        cells = [name]
+        cells = [name, row.get("path", "")]
         for kind in ("forward", "forward_backward"):
             ms = row[kind]["median_ms"]
             ref = b3.get(kind, {}).get("median_ms") if "error" not in b3 else None
@@ -275,7 +297,7 @@ def main(argv=None) -> dict:
             gc.collect()
             if gpu:
                 torch.cuda.empty_cache()
-    paths = write_results(f"networks_{device.type}", payload, markdown(payload), args.out)
+    paths = write_results(f"networks_{device.type}", payload, markdown, args.out)
     print("wrote", *paths)
     return payload
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The CPU benchmark run whose results are committed: both scripts, all cores, results to
-# benchmarks/results/ (or $OUT). Run it on a quiet machine: ~3 min (layers) + ~15 min (networks,
-# mostly the literal-FFT ResNet18).
+# The CPU benchmark run whose results are committed: both scripts, results to benchmarks/results/
+# (or $OUT). Extra arguments go to both scripts (e.g. `--threads 1` on a shared machine). On a quiet
+# 2-core machine: ~3 min (layers.py --quick --profile) + ~6 min (networks.py, of which ~4 min is the
+# literal-FFT ResNet18: ~28 s per training step, 1 warm-up/memory call + 3 timed calls).
 #
-#   bash benchmarks/run_cpu.sh
+#   bash benchmarks/run_cpu.sh [--threads N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DEST=${OUT:-benchmarks/results}
 "$PY" benchmarks/layers.py --quick --device cpu --profile --out "$DEST" "$@"
-"$PY" benchmarks/networks.py --device cpu --out "$DEST"
+"$PY" benchmarks/networks.py --device cpu --out "$DEST" "$@"
