@@ -10,6 +10,8 @@ place (``atomic=False``) and removes the old best before saving the new one.
   MONAI's ``CheckpointLoader`` to resume. Put the best saver in its ``save_dict`` so the best score resumes too.
 * :class:`CheckedCheckpointLoader`: MONAI's ``CheckpointLoader`` whose failures name the file and list the
   missing, unexpected and mismatched keys (a checkpoint of another architecture, class count or key prefix).
+* :class:`EpochSeed` (trainer): every random generator reseeded from ``(seed, epoch)`` at the start of each
+  epoch, so a run resumed from ``last.pt`` trains exactly as the uninterrupted run.
 * :class:`MetricsHistoryWriter` (evaluator): every validation's metrics and the best so far as JSON.
 * :class:`ClassificationWriter` (evaluator): per-case class probabilities as CSV and JSON.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "BestCheckpointSaver",
     "CheckedCheckpointLoader",
     "ClassificationWriter",
+    "EpochSeed",
     "LastCheckpointSaver",
     "MetricsHistoryWriter",
     "ResumeCheckpointLoader",
@@ -290,6 +293,50 @@ class CheckedCheckpointLoader(CheckpointLoader):
                 problems.append(f"`{key}` ({type(_unwrap(obj)).__name__}) does not fit: {found}")
         detail = "; ".join(problems) or f"{type(err).__name__}: {err}"
         return f"{head}: {detail}."
+
+
+class EpochSeed:
+    """Reseed every random generator from ``(seed, epoch)`` before the first batch of each trainer epoch.
+
+    ``set_determinism`` at start-up fixes one random stream for the whole run: a run resumed from ``last.pt``
+    restarts that stream, so its shuffling and augmentations differ from the uninterrupted run's. Reseeding per
+    epoch (Python, NumPy and torch generators, and the random transforms of ``transform``) makes epoch ``e`` depend
+    on ``seed`` and ``e`` only: killed and resumed, a run ends with the weights of the uninterrupted one.
+
+    The reseed happens on ``GET_BATCH_STARTED`` of an epoch's first batch, before the batch is read. Ignite creates
+    the epoch's data iterator before that event in a resumed run but after it in a fresh one, so the shuffling
+    must not draw from the global generators: the bundles use a one-replica ``DistributedSampler`` (its order is
+    a function of its seed and the epoch, which MONAI's trainers set) and give the ``DataLoader`` its own
+    ``generator`` (drawn from when the iterator is created).
+
+    Args:
+        seed: base seed; epoch ``e`` uses ``seed + e``. ``None`` disables the handler.
+        transform: the training transform (a ``Compose``) whose random transforms are reseeded too; ``None``
+            leaves them alone.
+    """
+
+    def __init__(self, seed: int | None, transform: Any = None) -> None:
+        self.seed = None if seed is None else int(seed)
+        self.transform = transform
+
+    def attach(self, engine: Any) -> None:
+        """Reseed before the first batch of every epoch of ``engine``."""
+        from ignite.engine import Events
+
+        if self.seed is not None:
+            engine.add_event_handler(Events.GET_BATCH_STARTED, self)
+
+    def __call__(self, engine: Any) -> None:
+        length = engine.state.epoch_length
+        if not length or engine.state.iteration % length:
+            return
+        from monai.data.utils import set_rnd
+        from monai.utils import set_determinism
+
+        seed = self.seed + int(engine.state.epoch)
+        set_determinism(seed=seed)
+        if self.transform is not None:
+            set_rnd(self.transform, seed)
 
 
 class ResumeCheckpointLoader:
