@@ -106,6 +106,8 @@ class _NamedLoader:
         self._inner = loader
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_inner":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def __call__(self, filename: Any, reader: Any = None) -> Any:
