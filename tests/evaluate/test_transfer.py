@@ -167,29 +167,11 @@ def test_cli_transfer_end_to_end(tmp_path):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai_crossd.evaluate",
-        "transfer",
-        "--target",
-        str(target),
-        "--seeds",
-        "1",
-        "--epochs",
-        "1",
-        "--pretrain-epochs",
-        "1",
-        "--max-samples",
-        "16",
-        "--max-source-samples",
-        "16",
-        "--methods",
-        "crossd",
-        "i3d",
-        "--protocols",
-        "weak",
-    ]
+    # cost bounds only; one thread: on a loaded 2-core machine two OpenMP threads on these tiny
+    # tensors spin against each other (~90 s instead of ~25 s of wall time at load average 9)
+    bounds = "--seeds 1 --epochs 1 --pretrain-epochs 1 --max-samples 16 --max-source-samples 16"
+    bounds += " --methods crossd i3d --protocols weak --threads 1"
+    cmd = [sys.executable, "-m", "monai_crossd.evaluate", "transfer", "--target", str(target), *bounds.split()]
     proc = subprocess.run(cmd, check=False, cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
