@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU benchmark run whose results are committed: both scripts, results to benchmarks/results/
 # (or $OUT). Extra arguments go to both scripts (e.g. `--threads 1` on a shared machine). On a quiet
-# 2-core machine: ~3 min (layers.py --quick --profile) + ~6 min (networks.py, of which ~4 min is the
-# literal-FFT ResNet18: ~28 s per training step, 1 warm-up/memory call + 3 timed calls).
+# 2-core machine ~5 min: ~1.5 min (layers.py --quick --profile) + ~3 min (networks.py, mostly the
+# literal-FFT ResNet18: ~28 s per training step, 1 warm-up/memory call + 3 timed calls). At load
+# average 9 with --threads 1: 2 min 15 s + 5 min 24 s.
 #
 #   bash benchmarks/run_cpu.sh [--threads N]
 set -euo pipefail
