@@ -310,3 +310,17 @@ def test_vessel_bundle_rejects_mislabelled_datalist(shared_data, tmp_path):
     with pytest.raises(RuntimeError) as info:
         _parsed(VESSEL / "configs" / "train.json", "validate#dataset", val_datalist=[], ckpt_dir=str(tmp_path))
     _raised(info, ValueError, r"^val_datalist is empty: no item to read\.$")
+
+
+def test_bundle_configs_use_the_checked_loaders():
+    """Every bundle loads checkpoints through CheckedCheckpointLoader, and the image bundles read through CheckedLoadImaged."""
+    import json
+
+    configs = sorted((REPO / "bundles").glob("*/configs/*.json"))
+    text = {p: p.read_text() for p in configs}
+    assert not [p for p, t in text.items() if '"_target_": "CheckpointLoader"' in t or '"_target_": "LoadImaged"' in t
+                and "pretrain2d" not in str(p)]  # fmt: skip
+    for name in ("crossd_brats", "crossd_hippocampus_segmentation"):
+        for config in ("train.json", "inference.json"):
+            content = json.loads((REPO / "bundles" / name / "configs" / config).read_text())
+            assert "monai_crossd.data.CheckFinited" in json.dumps(content), (name, config)

@@ -24,7 +24,7 @@ from torch import nn  # noqa: E402
 from monai_crossd.converters import convert_to_crossd  # noqa: E402
 from monai_crossd.networks.blocks import CrossDConv  # noqa: E402
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None)
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
@@ -75,7 +75,7 @@ def test_from_conv_preserves_the_2d_function(args):
         torch.testing.assert_close(layer(x), conv(x), atol=1e-10, rtol=1e-10)
 
 
-@settings(max_examples=15, deadline=None, derandomize=True)
+@settings(max_examples=15, deadline=None, derandomize=True, database=None)
 @given(st.integers(1, 2), st.integers(1, 3), st.sampled_from((1, 3)), st.integers(1, 2), st.booleans(), st.integers(1, 3))
 def test_from_conv_3d_applies_conv_to_each_slice(cin, cout, k, dilation, bias, depth):
     conv = nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=bias).double()
@@ -104,7 +104,7 @@ def conv_stacks(draw):
     return nn.Sequential(*layers)
 
 
-@settings(max_examples=20, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True, database=None)
 @given(conv_stacks(), st.booleans())
 def test_convert_to_crossd_preserves_conv_stacks(model, train):
     model = model.double()
