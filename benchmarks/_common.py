@@ -100,12 +100,14 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup
 def crossd_path(layer, x: torch.Tensor) -> str:
     """The formulation ``CrossDConv.forward`` of ``layer`` runs for ``x``: ``select_path``'s choice, made as the forward makes it.
 
-    ``"mixed_unfold"`` (taps of the unfolded input mixed, one GEMM with the shared weight) or
-    ``"materialize+<per_sample_conv path>"`` (the ``B`` kernels built, then ``grouped``/``unfold``);
-    ``"static+<path>"`` without rotation.
+    ``"mixed_unfold"`` (taps of the unfolded input mixed, one GEMM with the shared weight),
+    ``"materialize+<per_sample_conv path>"`` (the ``B`` kernels built, then ``grouped``/``unfold``;
+    ``conv`` for one sample), or ``"static"`` without rotation (one shared kernel, a plain conv).
     """
     from monai_crossd.networks.layers.per_sample_conv import select_path
 
+    if not layer.rotation or (layer.spatial_dims == 3 and layer.kernel_3d == "raw"):
+        return "static"
     k = (layer.kernel_size,) * layer.spatial_dims
     pads = layer._padding()
     padding = [lo for lo, _ in pads]
@@ -113,11 +115,9 @@ def crossd_path(layer, x: torch.Tensor) -> str:
         x = torch.nn.functional.pad(x, [p for pair in reversed(pads) for p in pair])
         padding = 0
     args = (x, k, layer.stride, padding, layer.dilation)
-    inner = select_path(*args, mixed=False)
-    if not layer.rotation or (layer.spatial_dims == 3 and layer.kernel_3d == "raw"):
-        return f"static+{inner}"
-    mixed = select_path(*args, mixed=True)
-    return mixed if mixed != "materialize" else f"materialize+{inner}"
+    if select_path(*args, mixed=True) == "mixed_unfold":
+        return "mixed_unfold"
+    return "materialize+" + ("conv" if x.shape[0] == 1 else select_path(*args, mixed=False))
 
 
 def _malloc_trim() -> None:
