@@ -146,3 +146,17 @@ def test_verify_and_export(trained, tmp_path):
     x = torch.rand(1, 1, 28, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_multi_gpu_config_with_gloo(tmp_path):
+    """``multi_gpu_train.json`` under ``torchrun`` with two CPU processes (gloo): one checkpoint, metrics gathered."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "--config_file",
+           str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]), "--max_epochs", "1",
+           *[a for k, v in {**TINY, **_dirs(tmp_path)}.items() for a in (f"--{k}", str(v))]]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _network().load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
+    (entry,) = json.loads((tmp_path / "eval" / "train_metrics.json").read_text())["history"]
+    assert 0.0 <= entry["val_balanced_accuracy"] <= 1.0
