@@ -324,3 +324,11 @@ def test_bundle_configs_use_the_checked_loaders():
         for config in ("train.json", "inference.json"):
             content = json.loads((REPO / "bundles" / name / "configs" / config).read_text())
             assert "monai_crossd.data.CheckFinited" in json.dumps(content), (name, config)
+
+
+def test_checked_loader_settings_reach_monai_loader(nifti):
+    """MONAI Label switches ``_loader.image_only`` off on the bundle's loader: the setting must reach MONAI's LoadImage."""
+    load = CheckedLoadImaged("image", reader="NibabelReader", image_only=True)
+    load._loader.image_only = False
+    out = load({"image": str(nifti["image"])})
+    assert "image_meta_dict" in out and out["image"].ndim == 3

@@ -110,6 +110,13 @@ class _NamedLoader:
             raise AttributeError(name)
         return getattr(self._inner, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # settings such as ``image_only`` (MONAI Label sets ``_loader.image_only``) belong to the wrapped loader
+        if name == "_inner":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._inner, name, value)
+
     def __call__(self, filename: Any, reader: Any = None) -> Any:
         try:
             return self._inner(filename, reader)
