@@ -100,7 +100,7 @@ def test_inference_on_real_study3(trained, tmp_path):
     out = tmp_path / "out"
     _workflow(str(CONFIGS / "inference.json"), "infer", ckpt_dir=str(trained / "models"), output_dir=str(out))
     result = json.loads((out / "predictions.json").read_text())
-    assert Path(result["input_dir"]) == STUDY3.resolve()  # the default input, relative to the repository root
+    assert Path(result["input_dir"]).resolve() == STUDY3.resolve()  # the default input, relative to the repository root
     assert Path(result["series"]["T1wCE"]).name == "11-T1post-18670"
     (pred,) = result["predictions"]
     assert pred["case_id"] == "Study3" and pred["pred"] in (0, 1)
