@@ -24,6 +24,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.transform.pre import LoadImageTensord
 
+from monai_crossd.data.checks import CheckedLoadImaged
+
 __all__ = ["CrossDClassificationInfer", "CrossDSegmentationInfer"]
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,8 @@ class CrossDSegmentationInfer(BundleInferTask):
 
 def _dicom_loader(t: Callable) -> Callable:
     """``t`` itself, or for a loading transform the same transform reading DICOM series with ``PydicomReader``."""
-    if isinstance(t, LoadImaged):
-        return LoadImaged(keys=t.keys, reader="PydicomReader", image_only=False)
+    if isinstance(t, LoadImaged):  # checked: one series, no missing slice, regular spacing (names the folder)
+        return CheckedLoadImaged(keys=t.keys, reader="PydicomReader", image_only=False)
     if isinstance(t, LoadImageTensord):
         return LoadImageTensord(keys=t.keys, load_image_d=_dicom_loader(t.load_image_d))
     return t
