@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.bundles._helpers import output_dirs as _dirs, run_workflow as _workflow
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "crossd_hippocampus_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -31,20 +33,6 @@ TINY = {
     "train_datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, @train_key, @data_dir)[:2]",
     "val_datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, @val_key, @data_dir)[:2]",
 }
-
-
-def _workflow(config_file, workflow_type="train", **override):
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, **override)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _dirs(root: Path) -> dict:
-    return {"ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), "log_dir": str(root / "runs")}
 
 
 def _network():

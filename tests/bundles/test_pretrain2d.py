@@ -18,6 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.bundles._helpers import output_dirs as _dirs, run_workflow as _workflow
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "crossd_pretrain2d"
 CONFIGS = BUNDLE / "configs"
@@ -25,20 +27,6 @@ SCHEMA = REPO / "bundles" / "schema" / "meta_schema_crossd_20261129.json"
 WIDTHS = [8, 16, 32, 64]
 TINY = {"max_train_samples": 8, "max_val_samples": 4, "batch_size": 8, "widths": WIDTHS, "prefer_full_data": False}
 CLASSES = ["breastmnist/0", "breastmnist/1", "pneumoniamnist_subset/0", "pneumoniamnist_subset/1"]
-
-
-def _workflow(config_file, workflow_type="train", **override):
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, **override)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _dirs(root: Path) -> dict:
-    return {"ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), "log_dir": str(root / "runs")}
 
 
 def _network(spatial_dims=2, num_classes=4):

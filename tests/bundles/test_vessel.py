@@ -16,26 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.bundles._helpers import output_dirs as _dirs, run_workflow as _workflow
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "crossd_vessel_classification"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "bundles" / "schema" / "meta_schema_crossd_20261129.json"
 WIDTHS = [8, 16, 32, 64]
 TINY = {"max_train_samples": 8, "max_val_samples": 8, "batch_size": 4, "val_batch_size": 8, "widths": WIDTHS}
-
-
-def _workflow(config_file, workflow_type="train", **override):
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, **override)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _dirs(root: Path) -> dict:
-    return {"ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), "log_dir": str(root / "runs")}
 
 
 def _epoch(state: dict) -> int:

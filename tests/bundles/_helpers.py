@@ -1,0 +1,21 @@
+"""Helpers shared by the bundle tests: run a bundle config through ``ConfigWorkflow``, output folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_workflow(config_file, workflow_type: str = "train", **override):
+    """Initialise, run and finalise one bundle workflow with ``override`` (tiny sizes, tmp folders)."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, **override)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def output_dirs(root: Path) -> dict:
+    """Checkpoint, evaluation and TensorBoard folders of a bundle run under ``root``."""
+    return {"ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), "log_dir": str(root / "runs")}
