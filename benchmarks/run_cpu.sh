@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The CPU benchmark run whose results are committed: both scripts, results to benchmarks/results/
+# The CPU benchmark run whose results are committed: the three scripts, results to benchmarks/results/
 # (or $OUT). Extra arguments go to both scripts (e.g. `--threads 1` on a shared machine). On a quiet
 # 2-core machine ~5 min: ~1.5 min (layers.py --quick --profile) + ~3 min (networks.py, mostly the
-# literal-FFT ResNet18: ~28 s per training step, 1 warm-up/memory call + 3 timed calls). At load
+# literal-FFT ResNet18: ~28 s per training step, 1 warm-up/memory call + 3 timed calls) + ~1 min
+# (bound.py: the measured bound of the Cross-D ResNet18). At load
 # average 9 with --threads 1: 2 min 15 s + 5 min 24 s.
 #
 #   bash benchmarks/run_cpu.sh [--threads N]
@@ -12,3 +13,4 @@ PY=${PY:-.venv/bin/python}
 DEST=${OUT:-benchmarks/results}
 "$PY" benchmarks/layers.py --quick --device cpu --profile --out "$DEST" "$@"
 "$PY" benchmarks/networks.py --device cpu --out "$DEST" "$@"
+"$PY" benchmarks/bound.py --device cpu --out "$DEST" "$@"

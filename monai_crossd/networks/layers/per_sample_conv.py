@@ -111,21 +111,22 @@ def _out_shape(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[
     ]
 
 
-def _unfold(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, stride) -> torch.Tensor:
-    """im2col for 2D (``F.unfold``) and 3D (``Tensor.unfold`` per axis): ``(B, C * P, L)``, taps row-major."""
+def _taps_last(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, stride) -> torch.Tensor:
+    """im2col, channels last and taps last: ``(B, L * C, P)`` with ``L`` output positions and ``P`` taps (row-major).
+
+    One copy of the input per tap, laid out so that the tap-mixing ``bmm`` and the GEMM with the shared
+    weight that follow need no other copy (2D and 3D alike).
+    """
     nd = x.ndim - 2
-    if nd == 2:
-        return F.unfold(x, kernel_size, dilation, padding, stride)
     dilation, padding, stride = _ntuple(dilation, nd), _ntuple(padding, nd), _ntuple(stride, nd)
     if any(padding):
         x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
-    for i in range(nd):
-        x = x.unfold(2 + i, (kernel_size[i] - 1) * dilation[i] + 1, stride[i])
-        if dilation[i] > 1:
-            x = x[..., :: dilation[i]]
-    b, c = x.shape[:2]  # (B, C, *out, *taps) -> (B, C, *taps, *out)
-    x = x.permute(0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
-    return x.reshape(b, c * math.prod(kernel_size), -1)
+    x = x.movedim(1, -1)  # (B, *spatial, C)
+    for i in range(nd):  # each unfold appends a window axis: (B, *out, C, *windows)
+        x = x.unfold(1 + i, (kernel_size[i] - 1) * dilation[i] + 1, stride[i])
+    if any(d > 1 for d in dilation):
+        x = x[(..., *(slice(None, None, d) for d in dilation))]
+    return x.reshape(x.shape[0], -1, math.prod(kernel_size))
 
 
 def per_sample_conv(
@@ -251,15 +252,16 @@ def per_sample_mixed_conv(
     if path == "materialize":
         return per_sample_conv(x, mix_kernel(weight, mix, kernel_size), bias, stride, padding, dilation, groups)
     # mix the taps of the unfolded input (cheap: C * P * Q per position) and run one GEMM with the
-    # shared weight, batch and positions folded into its N dimension
+    # shared weight, batch and positions folded into its M dimension; channels-last taps make both
+    # contractions plain (batched) GEMMs on contiguous operands
     o, c, g = weight.shape[0], x.shape[1], groups
-    cols = _unfold(x, kernel_size, dilation, padding, stride)  # (B, C * P, L)
-    length = cols.shape[-1]
-    mixed = torch.matmul(mix.transpose(1, 2).unsqueeze(1), cols.view(b, c, p, length))  # (B, C, Q, L)
-    mixed = mixed.permute(1, 2, 0, 3).reshape(g, (c // g) * q, b * length)  # batch and positions: GEMM's N
-    if g == 1:  # mm, not a bmm of one: oneDNN's batched path is ~4x slower for these shapes on CPU
-        out = torch.mm(weight.reshape(o, c * q), mixed[0])
+    cols = _taps_last(x, kernel_size, dilation, padding, stride)  # (B, L * C, P)
+    mixed = torch.bmm(cols, mix).view(-1, c * q)  # (B * L, C * Q): taps of U, row-major per channel
+    if g == 1:
+        out = torch.mm(mixed, weight.reshape(o, c * q).t())  # (B * L, O)
     else:
-        out = torch.bmm(weight.reshape(g, o // g, (c // g) * q), mixed)  # (g, O / g, B * L)
-    out = out.view(o, b, length).transpose(0, 1).reshape(b, o, *_out_shape(x, kernel_size, stride, padding, dilation))
+        w = weight.reshape(g, o // g, (c // g) * q).transpose(1, 2)
+        out = torch.bmm(mixed.view(-1, g, (c // g) * q).transpose(0, 1), w).transpose(0, 1).reshape(-1, o)
+    spatial = _out_shape(x, kernel_size, stride, padding, dilation)
+    out = out.view(b, *spatial, o).movedim(-1, 1).contiguous()
     return _add_bias(out, bias)
