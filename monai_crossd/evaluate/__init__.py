@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-from .transfer import METHODS, PROTOCOLS, TransferConfig, classification_metrics, run_transfer
+from .segmentation import SegmentationNet, dice_per_class, segmentation_metrics, segmentation_weak_probing
+from .transfer import METHODS, PROTOCOLS, TransferConfig, classification_metrics, run_transfer, target_kind
 
-__all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "classification_metrics", "run_transfer"]
+__all__ = [
+    "METHODS",
+    "PROTOCOLS",
+    "SegmentationNet",
+    "TransferConfig",
+    "classification_metrics",
+    "dice_per_class",
+    "run_transfer",
+    "segmentation_metrics",
+    "segmentation_weak_probing",
+    "target_kind",
+]

@@ -8,15 +8,22 @@
    :func:`~monai_crossd.converters.convert_to_3d`) and ``scratch`` (the same 3D ResNet18, randomly
    initialised).
 3. Fine-tune under weak probing (normalisation layers + final linear layer, the paper's protocol) and
-   full fine-tuning, for several seeds; pick the epoch by validation AUC, report test metrics there.
-4. Report mean +- std of accuracy, balanced accuracy and AUC per method and protocol (JSON, markdown, PNG).
+   full fine-tuning, for several seeds; pick the epoch by the validation metric, report test metrics there.
+4. Report mean +- std per method and protocol (JSON, markdown, PNG).
 
-Targets: MedMNIST-format 3D ``.npz`` files (``{train,val,test}_{images,labels}``).
+Targets, told apart by :func:`target_kind`:
+
+- classification: a MedMNIST-format 3D ``.npz`` file (``{train,val,test}_{images,labels}``); accuracy,
+  balanced accuracy and AUC, the epoch picked by validation AUC.
+- segmentation: a folder in the MSD layout (``imagesTr/*.nii.gz`` + ``labelsTr/*.nii.gz``, e.g. Task04
+  hippocampus), split 60/20/20 with a fixed seed and centre-cropped/padded to one size; the transferred 3D
+  ResNet18 becomes the encoder of a UNet-style network whose decoder trains from scratch; weak probing trains
+  the encoder's norms and the decoder. Per-class Dice and mean Dice, the epoch picked by validation mean Dice.
+  See :mod:`monai_crossd.evaluate.segmentation`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -24,7 +31,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,16 +44,29 @@ from monai.utils import set_determinism
 
 from monai_crossd.converters import convert_to_3d
 from monai_crossd.data.medmnist import load_medmnist
+from monai_crossd.data.nifti_pairs import paired_nifti_datalist
 from monai_crossd.engines import full_finetuning, weak_probing
+from monai_crossd.evaluate.segmentation import (
+    SegmentationNet,
+    load_segmentation_target,
+    segmentation_metrics,
+    segmentation_weak_probing,
+)
 from monai_crossd.networks.nets import crossd_resnet18
 
-__all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "classification_metrics", "run_transfer"]
+__all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "classification_metrics", "run_transfer", "target_kind"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("crossd", "crossd-authors", "acs", "i3d", "center", "scratch")
 PROTOCOLS = ("weak", "full")
 _PROTOCOL_FN = {"weak": weak_probing, "full": full_finetuning}
+_SEG_PROTOCOL_FN = {"weak": segmentation_weak_probing, "full": full_finetuning}
+
+
+def target_kind(target: str | os.PathLike) -> str:
+    """``"segmentation"`` for a folder (MSD layout), ``"classification"`` otherwise (a MedMNIST 3D ``.npz``)."""
+    return "segmentation" if os.path.isdir(target) else "classification"
 
 
 @dataclass
@@ -54,7 +74,8 @@ class TransferConfig:
     """Everything a transfer study depends on; saved with its results.
 
     Args:
-        target: a MedMNIST-format 3D ``.npz``.
+        target: a MedMNIST-format 3D ``.npz`` (classification) or a folder with ``imagesTr/`` and ``labelsTr/``
+            NIfTI files of matching names (segmentation, MSD layout).
         out_dir: where results (JSON, markdown, PNG) and priors are written.
         source: 2D MedMNIST ``.npz`` files pretraining the priors, combined as one label space.
         methods: subset of :data:`METHODS`.
@@ -62,7 +83,7 @@ class TransferConfig:
         seeds: number of fine-tuning seeds (``0 .. seeds - 1``).
         pretrain_epochs: epochs of 2D pretraining for each prior.
         epochs: epochs of 3D fine-tuning per run.
-        max_samples: cap on samples per split of the target; None for all.
+        max_samples: cap on samples (cases) per split of the target; None for all.
         max_source_samples: cap on samples per file and split of the 2D source; None for all.
         batch_size: for pretraining and fine-tuning.
         lr_pretrain: AdamW learning rate of the 2D pretraining.
@@ -71,6 +92,9 @@ class TransferConfig:
         plain_prior, crossd_prior: checkpoints (``state_dict``) of priors to use instead of pretraining.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         threads: torch CPU threads (None: torch's default).
+        seg_size: ``(D, H, W)`` every segmentation volume is centre-cropped/padded to; None: the per-axis
+            median of the cases' shapes rounded to the nearest multiple of 16 (32x48x32 for hippocampus).
+            Segmentation targets only.
     """
 
     target: str
@@ -91,11 +115,24 @@ class TransferConfig:
     crossd_prior: str | None = None
     device: str = "auto"
     threads: int | None = None
+    seg_size: list[int] | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the field for anything that cannot run."""
-        if not os.path.isfile(self.target):
-            raise ValueError(f"`target` should be an existing .npz file, got {self.target!r}.")
+        if target_kind(self.target) == "segmentation":
+            try:
+                paired_nifti_datalist(self.target)
+            except ValueError as e:
+                raise ValueError(f"`target` folder {self.target!r} should hold imagesTr/ and labelsTr/ NIfTI pairs: {e}") from e
+            size = self.seg_size
+            if size is not None and (len(size) != 3 or not all(isinstance(s, int) and s >= 1 for s in size)):
+                raise ValueError(f"`seg_size` should be three positive ints (D, H, W) or None, got {size!r}.")
+        elif not os.path.isfile(self.target):
+            raise ValueError(
+                f"`target` should be an existing .npz file or a folder with imagesTr/ and labelsTr/, got {self.target!r}."
+            )
+        elif self.seg_size is not None:
+            raise ValueError(f"`seg_size` applies to segmentation targets (a folder), not to {self.target!r}.")
         for name, values, allowed in (("methods", self.methods, METHODS), ("protocols", self.protocols, PROTOCOLS)):
             bad = [v for v in values if v not in allowed]
             if bad or not values:
@@ -164,6 +201,40 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     return {"accuracy": float((pred == labels).float().mean()), "balanced_accuracy": float(np.mean(recalls)), "auc": auc}
 
 
+@dataclass(frozen=True)
+class _Task:
+    """What a target kind changes in training and reporting."""
+
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+    key: Callable[[dict], tuple]  # of the validation metrics; the largest picks the epoch
+    columns: dict[str, str]  # summarised metric -> column title
+    log: Callable[[dict], str]  # the validation metrics in a progress line
+
+
+_CLASSIFICATION = _Task(
+    loss=F.cross_entropy,
+    metrics=classification_metrics,
+    key=lambda v: (v["auc"] if not math.isnan(v["auc"]) else -1.0, v["balanced_accuracy"]),
+    columns={"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auc": "AUC"},
+    log=lambda v: f"val acc {v['accuracy']:.3f} auc {v['auc']:.3f}",
+)
+
+
+def _segmentation_task(class_names: dict[str, str]) -> _Task:
+    from monai.losses import DiceCELoss
+
+    columns = {"mean_dice": "mean Dice"}
+    columns.update({f"dice_{c}": f"Dice {c} ({name})" if name != c else f"Dice {c}" for c, name in class_names.items()})
+    return _Task(
+        loss=DiceCELoss(to_onehot_y=True, softmax=True),
+        metrics=segmentation_metrics,
+        key=lambda v: (v["mean_dice"] if not math.isnan(v["mean_dice"]) else -1.0,),
+        columns=columns,
+        log=lambda v: "val " + " ".join(f"{k.replace('_', ' ')} {x:.3f}" for k, x in v.items()),
+    )
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     model.eval()
@@ -184,8 +255,9 @@ def _train(
     seed: int,
     label: str,
     optimizer: str = "adam",
+    task: _Task = _CLASSIFICATION,
 ) -> dict:
-    """Train, validate every epoch, keep the test metrics of the epoch with the best validation AUC."""
+    """Train, validate every epoch, keep the test metrics of the epoch with the best validation metric."""
     opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     gen = torch.Generator().manual_seed(seed)
@@ -195,22 +267,19 @@ def _train(
         start, losses = time.perf_counter(), []
         for xb, yb in _batches(*data["train"], cfg.batch_size, True, gen):
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+            loss = task.loss(model(xb.to(device)), yb.to(device))
             loss.backward()
             opt.step()
             losses.append(loss.item())
         sched.step()
-        val = classification_metrics(_predict(model, data["val"][0], cfg.batch_size, device), data["val"][1])
+        val = task.metrics(_predict(model, data["val"][0], cfg.batch_size, device), data["val"][1])
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val, "seconds": time.perf_counter() - start}
-        key = (val["auc"] if not math.isnan(val["auc"]) else -1.0, val["balanced_accuracy"])
+        key = task.key(val)
         if "test" in data and (best is None or key > best[0]):
-            row["test"] = classification_metrics(_predict(model, data["test"][0], cfg.batch_size, device), data["test"][1])
+            row["test"] = task.metrics(_predict(model, data["test"][0], cfg.batch_size, device), data["test"][1])
             best = (key, row)
         history.append(row)
-        logger.info(
-            "%s epoch %d/%d loss %.4f val acc %.3f auc %.3f (%.1fs)",
-            label, epoch + 1, epochs, row["loss"], val["accuracy"], val["auc"], row["seconds"],
-        )
+        logger.info("%s epoch %d/%d loss %.4f %s (%.1fs)", label, epoch + 1, epochs, row["loss"], task.log(val), row["seconds"])
     result = {"history": history}
     if best is not None:
         result.update(best_epoch=best[1]["epoch"], val=best[1]["val"], test=best[1]["test"])
@@ -304,31 +373,58 @@ def _build_3d(method: str, priors: dict, num_classes: int, seed: int) -> nn.Modu
 # ------------------------------------------------------------------------------------------- report
 
 
-def _summary(runs: list[dict]) -> dict:
+def _summary(runs: list[dict], columns: Sequence[str]) -> dict:
     out: dict = {}
     for r in runs:
         key = f"{r['method']}|{r['protocol']}"
         out.setdefault(key, {"method": r["method"], "protocol": r["protocol"], "runs": []})["runs"].append(r["test"])
     for entry in out.values():
-        for metric in ("accuracy", "balanced_accuracy", "auc"):
+        for metric in columns:
             values = np.array([t[metric] for t in entry["runs"]], dtype=float)
-            entry[metric] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "n": int(len(values))}
+            finite = values[~np.isnan(values)]
+            mean, std = (float(finite.mean()), float(finite.std())) if len(finite) else (float("nan"), float("nan"))
+            entry[metric] = {"mean": mean, "std": std, "n": len(values)}
     return out
 
 
-def _markdown(summary: dict, cfg: TransferConfig, priors: dict) -> str:
-    lines = [
-        f"# Transfer study: {os.path.basename(cfg.target)}",
-        "",
-        f"Test metrics at the epoch of best validation AUC, mean +- std over {cfg.seeds} seeds. "
-        f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, max_samples={cfg.max_samples} (target), "
-        f"max_source_samples={cfg.max_source_samples}.",
-        "",
-        "| method | protocol | accuracy | balanced accuracy | AUC |",
-        "|---|---|---|---|---|",
+def _target_lines(cfg: TransferConfig, target: dict) -> list[str]:
+    if target["kind"] == "classification":
+        return [
+            f"Test metrics at the epoch of best validation AUC, mean +- std over {cfg.seeds} seeds. "
+            + f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, "
+            + f"max_samples={cfg.max_samples} (target), max_source_samples={cfg.max_source_samples}."
+        ]
+    n = target["samples"]
+    size = "x".join(str(s) for s in target["size"])
+    setup = (
+        f"Segmentation: test Dice at the epoch of best validation mean Dice, mean +- std over {cfg.seeds} seeds. "
+        f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, batch size {cfg.batch_size}, "
+        f"max_samples={cfg.max_samples} (cases per split), max_source_samples={cfg.max_source_samples}."
+    )
+    data = (
+        f"Cases: {n['train']} train / {n['val']} val / {n['test']} test (60/20/20 split of the image/label pairs "
+        "sorted by name, shuffled with seed 0). Each volume: intensities from its 0.5/99.5 percentiles to [-1, 1], "
+        f"centre-cropped/padded to {size} voxels (labels cropped/padded, never interpolated; "
+        f"{100 * target['foreground_kept']:.2f} % of the foreground voxels kept). "
+        f"**Dice is computed on that {size} grid**, not on the original voxel grids."
+    )
+    network = (
+        "Network: the transferred 3D ResNet18 of each method is the encoder (stem, layer1..4) of a UNet-style network; "
+        "its decoder (Conv3d/BatchNorm3d/ReLU per level, trilinear upsampling, 1x1x1 head) trains from scratch. "
+        "Weak probing trains the encoder's normalisation layers and the decoder, the segmentation analogue of "
+        '"norms + final linear layer"; full fine-tuning trains everything. Loss: Dice + cross-entropy.'
+    )
+    return [setup, "", data, "", network]
+
+
+def _markdown(summary: dict, cfg: TransferConfig, priors: dict, target: dict, columns: dict[str, str]) -> str:
+    lines = [f"# Transfer study: {os.path.basename(os.path.normpath(cfg.target))}", "", *_target_lines(cfg, target), ""]
+    lines += [
+        "| method | protocol | " + " | ".join(columns.values()) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
     for e in summary.values():
-        cells = [f"{e[m]['mean']:.3f} +- {e[m]['std']:.3f}" for m in ("accuracy", "balanced_accuracy", "auc")]
+        cells = [f"{e[m]['mean']:.3f} +- {e[m]['std']:.3f}" for m in columns]
         lines.append(f"| {e['method']} | {e['protocol']} | " + " | ".join(cells) + " |")
     lines += ["", "2D priors (validation split of the 2D source data):", ""]
     for kind, rep in priors.items():
@@ -340,7 +436,7 @@ def _markdown(summary: dict, cfg: TransferConfig, priors: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(summary: dict, path: Path, title: str) -> None:
+def _plot(summary: dict, path: Path, title: str, metrics: dict[str, str], ylim: tuple[float, float], chance: float | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,33 +445,68 @@ def _plot(summary: dict, path: Path, title: str) -> None:
     entries = list(summary.values())
     protocols = sorted({e["protocol"] for e in entries})
     methods = list(dict.fromkeys(e["method"] for e in entries))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     width = 0.8 / max(len(protocols), 1)
-    for ax, metric in zip(axes, ("auc", "balanced_accuracy")):
+    for ax, (metric, name) in zip(axes[0], metrics.items()):
         for j, protocol in enumerate(protocols):
             rows = [next((e for e in entries if e["method"] == m and e["protocol"] == protocol), None) for m in methods]
             means = [r[metric]["mean"] if r else np.nan for r in rows]
             stds = [r[metric]["std"] if r else 0 for r in rows]
             ax.bar(np.arange(len(methods)) + j * width, means, width, yerr=stds, capsize=3, label=protocol)
         ax.set_xticks(np.arange(len(methods)) + width * (len(protocols) - 1) / 2, methods, rotation=20)
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.set_ylim(0.4, 1.0)
-        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_ylabel(name)
+        ax.set_ylim(*ylim)
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.5)
         ax.legend(title="protocol", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_target(cfg: TransferConfig) -> tuple[dict, dict, _Task, Callable[[str, dict, int], nn.Module], dict]:
+    """``(data, report, task, build(method, priors, seed), protocol functions)`` of ``cfg.target``."""
+    if target_kind(cfg.target) == "classification":
+        target = {s: _split([cfg.target], s, cfg.max_samples, 0) for s in ("train", "val", "test")}
+        num_classes = target["train"][2]
+        data = {s: v[:2] for s, v in target.items()}
+        report = {"kind": "classification", "num_classes": num_classes, "samples": {s: len(v[1]) for s, v in data.items()}}
+        logger.info("target %s: %s train / %s val / %s test, %d classes", cfg.target, *report["samples"].values(), num_classes)
+        return data, report, _CLASSIFICATION, lambda m, p, s: _build_3d(m, p, num_classes, s), _PROTOCOL_FN
+    seg = load_segmentation_target(cfg.target, cfg.seg_size, cfg.max_samples)
+    report = {
+        "kind": "segmentation",
+        "num_classes": seg.num_classes,
+        "class_names": seg.class_names,
+        "size": seg.size,
+        "foreground_kept": seg.foreground_kept,
+        "samples": {s: len(v) for s, v in seg.cases.items()},
+        "cases": seg.cases,
+    }
+    logger.info(
+        "target %s: %s train / %s val / %s test cases at %s, %d classes, %.2f %% of the foreground kept",
+        cfg.target, *report["samples"].values(), "x".join(map(str, seg.size)), seg.num_classes, 100 * seg.foreground_kept,
+    )  # fmt: skip
+
+    def build(method: str, priors: dict, seed: int) -> nn.Module:
+        return SegmentationNet(_build_3d(method, priors, 1, seed), seg.num_classes)
+
+    return seg.data, report, _segmentation_task(seg.class_names), build, _SEG_PROTOCOL_FN
 
 
 def run_transfer(cfg: TransferConfig) -> dict:
     """Run the study of ``cfg`` and write ``results.json``, ``results.md`` and ``results.png`` to ``cfg.out_dir``.
 
     Returns:
-        the results: config, environment, prior report, every run and the summary.
+        the results: config, environment, prior report, target report, every run and the summary.
     """
     cfg.check()
     if cfg.threads:
@@ -385,10 +516,7 @@ def run_transfer(cfg: TransferConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     priors, prior_report = _priors(cfg, device, out)
-    target = {s: _split([cfg.target], s, cfg.max_samples, 0) for s in ("train", "val", "test")}
-    num_classes = target["train"][2]
-    data = {s: v[:2] for s, v in target.items()}
-    logger.info("target %s: %s train / %s val / %s test, %d classes", cfg.target, *(len(data[s][1]) for s in ("train", "val", "test")), num_classes)
+    data, target, task, build, protocol_fn = _load_target(cfg)
     runs = []
     total = len(cfg.methods) * len(cfg.protocols) * cfg.seeds
     for method in cfg.methods:
@@ -396,12 +524,12 @@ def run_transfer(cfg: TransferConfig) -> dict:
             for seed in range(cfg.seeds):
                 label = f"[{len(runs) + 1}/{total}] {method} {protocol} seed {seed}"
                 set_determinism(seed=seed)
-                model = _build_3d(method, priors, num_classes, seed).to(device)
-                params = _PROTOCOL_FN[protocol](model)
+                model = build(method, priors, seed).to(device)
+                params = protocol_fn[protocol](model)
                 lr = cfg.lr_weak if protocol == "weak" else cfg.lr_full
-                result = _train(model, params, data, cfg.epochs, lr, cfg, device, seed, label)
+                result = _train(model, params, data, cfg.epochs, lr, cfg, device, seed, label, task=task)
                 runs.append({"method": method, "protocol": protocol, "seed": seed, **result})
-    summary = _summary(runs)
+    summary = _summary(runs, task.columns)
     results = {
         "config": asdict(cfg),
         "environment": {
@@ -413,11 +541,16 @@ def run_transfer(cfg: TransferConfig) -> dict:
             "seconds": time.time() - started,
         },
         "priors": prior_report,
+        "target": target,
         "summary": summary,
         "runs": runs,
     }
+    name = os.path.basename(os.path.normpath(cfg.target))
     _save_atomic(json.dumps(results, indent=1), out / "results.json")
-    _save_atomic(_markdown(summary, cfg, prior_report), out / "results.md")
-    _plot(summary, out / "results.png", f"{os.path.basename(cfg.target)}: transfer from 2D priors")
+    _save_atomic(_markdown(summary, cfg, prior_report, target, task.columns), out / "results.md")
+    if target["kind"] == "classification":
+        _plot(summary, out / "results.png", f"{name}: transfer from 2D priors", {"auc": "AUC", "balanced_accuracy": "balanced accuracy"}, (0.4, 1.0), 0.5)
+    else:
+        _plot(summary, out / "results.png", f"{name}: transfer from 2D priors (test Dice)", task.columns, (0.0, 1.0), None)
     logger.info("results written to %s (%.0fs)", out, time.time() - started)
     return results

@@ -182,7 +182,8 @@ def test_cli_transfer_end_to_end(tmp_path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"config", "environment", "priors", "summary", "runs"}
+    assert set(results) == {"config", "environment", "priors", "target", "summary", "runs"}
+    assert results["target"] == {"kind": "classification", "num_classes": 2, "samples": {"train": 16, "val": 8, "test": 8}}
     cfg = results["config"]
     assert cfg["target"] == str(target) and cfg["methods"] == ["crossd", "i3d"] and cfg["protocols"] == ["weak"]
     assert [Path(s).name for s in cfg["source"]] == list(DEFAULT_SOURCES)  # the default 2D source was used
