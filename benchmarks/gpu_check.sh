@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run for a machine with an NVIDIA GPU (H100/H200): correctness on CUDA against the FFT
 # oracle (every per_sample_conv / per_sample_mixed_conv path, 2D and 3D, and the whole layer on both
-# sides of the CUDA path threshold), then both benchmarks at their full GPU sizes. Installs nothing but pip wheels.
+# sides of the CUDA path threshold), then the three benchmarks at their full GPU sizes. Installs nothing but pip wheels.
 #
 #   bash benchmarks/gpu_check.sh            # results to $OUT when set, else benchmarks/results/
 #
-# Budget on an H200: correctness ~1 min, layers.py ~3-5 min, networks.py ~2-4 min.
+# Budget on an H200: correctness ~1 min, layers.py ~3-5 min, networks.py ~2-4 min, bound.py ~1 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -80,4 +80,6 @@ echo "== layers.py (paper's Table III shapes)"
 "$PY" benchmarks/layers.py --device cuda --out "$DEST" --profile
 echo "== networks.py (ResNet18 batch 64 224x224 TF32; 3D (4,64,32,96,96))"
 "$PY" benchmarks/networks.py --device cuda --out "$DEST"
+echo "== bound.py (what bounds the Cross-D ResNet18 on this card)"
+"$PY" benchmarks/bound.py --device cuda --out "$DEST"
 echo "== done $(date -u +%FT%TZ); results in $DEST"

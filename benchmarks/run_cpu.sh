@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The CPU benchmark run whose results are committed: the three scripts, results to benchmarks/results/
-# (or $OUT). Extra arguments go to both scripts (e.g. `--threads 1` on a shared machine). On a quiet
+# (or $OUT). Extra arguments go to each script (e.g. `--threads 1` on a shared machine). On a quiet
 # 2-core machine ~5 min: ~1.5 min (layers.py --quick --profile) + ~3 min (networks.py, mostly the
 # literal-FFT ResNet18: ~28 s per training step, 1 warm-up/memory call + 3 timed calls) + ~1 min
-# (bound.py: the measured bound of the Cross-D ResNet18). At load
-# average 9 with --threads 1: 2 min 15 s + 5 min 24 s.
+# (bound.py: the measured bound of the Cross-D ResNet18); 13:25-13:35 UTC on 2026-11-29 the whole run took
+# ~5 min (2 threads, quiet).
 #
 #   bash benchmarks/run_cpu.sh [--threads N]
 set -euo pipefail
