@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--plain-prior", default=None, help="state_dict of a plain 2D ResNet18 (skips its pretraining)")
     t.add_argument("--crossd-prior", default=None, help="state_dict of a 2D Cross-D ResNet18 (skips its pretraining)")
+    t.add_argument("--crossd-rotation-init", default="identity", choices=("identity", "random"),
+                   help="rotation-network initialisation of the pretrained Cross-D prior (random: the authors')")
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--seg-size", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         max_source_samples=args.max_source_samples,
         batch_size=args.batch_size, plain_prior=args.plain_prior, crossd_prior=args.crossd_prior,
         device=args.device, threads=args.threads, seg_size=args.seg_size,
+        crossd_rotation_init=args.crossd_rotation_init,
     )
     try:
         run_transfer(cfg)

@@ -52,6 +52,7 @@ from monai_crossd.evaluate.segmentation import (
     segmentation_metrics,
     segmentation_weak_probing,
 )
+from monai_crossd.networks.blocks.crossd_conv import ROTATION_INITS
 from monai_crossd.networks.nets import crossd_resnet18
 
 __all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "classification_metrics", "run_transfer", "target_kind"]
@@ -95,6 +96,10 @@ class TransferConfig:
         seg_size: ``(D, H, W)`` every segmentation volume is centre-cropped/padded to; None: the per-axis
             median of the cases' shapes rounded to the nearest multiple of 16 (32x48x32 for hippocampus).
             Segmentation targets only.
+        crossd_rotation_init: ``rotation_init`` of the Cross-D convs of the pretrained 2D Cross-D prior:
+            ``"identity"`` (start at ``R = I``; default: a prior as good as the plain one on the default
+            source data) or ``"random"`` (the authors' initialisation; a markedly weaker prior after the same
+            epochs, see :class:`~monai_crossd.networks.blocks.CrossDConv`).
     """
 
     target: str
@@ -116,6 +121,7 @@ class TransferConfig:
     device: str = "auto"
     threads: int | None = None
     seg_size: list[int] | None = None
+    crossd_rotation_init: str = "identity"
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the field for anything that cannot run."""
@@ -137,6 +143,8 @@ class TransferConfig:
             bad = [v for v in values if v not in allowed]
             if bad or not values:
                 raise ValueError(f"`{name}` should be a non-empty subset of {allowed}, got {values!r}.")
+        if self.crossd_rotation_init not in ROTATION_INITS:
+            raise ValueError(f"`crossd_rotation_init` should be one of {ROTATION_INITS}, got {self.crossd_rotation_init!r}.")
         for name in ("seeds", "pretrain_epochs", "epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -329,7 +337,9 @@ def _priors(cfg: TransferConfig, device: torch.device, out: Path) -> tuple[dict,
             data = {s: _split(cfg.source, s, cfg.max_source_samples, 0)[:2] for s in ("train", "val")}
             classes = _split(cfg.source, "train", 1, 0)[2]
         set_determinism(seed=1234)
-        net = _plain_resnet18(1, classes) if kind == "plain" else crossd_resnet18(2, 1, classes)
+        net = _plain_resnet18(1, classes) if kind == "plain" else crossd_resnet18(
+            2, 1, classes, conv_kwargs={"rotation_init": cfg.crossd_rotation_init}
+        )
         net = net.to(device)
         result = _train(
             net, list(net.parameters()), data, cfg.pretrain_epochs, cfg.lr_pretrain, cfg, device, 0,
@@ -430,7 +440,11 @@ def _markdown(summary: dict, cfg: TransferConfig, priors: dict, target: dict, co
     for kind, rep in priors.items():
         if "val_final" in rep:
             v = rep["val_final"]
-            lines.append(f"- {kind}: accuracy {v['accuracy']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f}, {rep['num_classes']} classes")
+            init = f", rotation_init {cfg.crossd_rotation_init!r}" if kind == "crossd" else ""
+            lines.append(
+                f"- {kind}: accuracy {v['accuracy']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f}, "
+                f"{rep['num_classes']} classes{init}"
+            )
         else:
             lines.append(f"- {kind}: given checkpoint {rep['checkpoint']}")
     return "\n".join(lines) + "\n"

@@ -95,6 +95,7 @@ MISSING = "no_such_file_7f3a.npz"  # relative: absent from any working directory
         ("crossd_prior", MISSING),
         ("source", []),  # no priors given: the 2D source is needed
         ("source", [MISSING]),
+        ("crossd_rotation_init", "zeros"),
     ],
 )
 def test_config_check_names_the_field(target, tmp_path, name, value):

@@ -32,6 +32,7 @@ __all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 KERNEL_3D_MODES = ("shifted", "raw")
 DEPTH_INITS = ("zeros", "replicate")
+ROTATION_INITS = ("random", "identity")
 
 
 def _choice(value: str, options: Sequence[str], name: str) -> str:
@@ -105,6 +106,14 @@ class CrossDConv(nn.Module):
             middle plane is the 2D kernel); ``"raw"`` reproduces the authors' 3D protocol: ``U`` used
             as a plain ``Conv3d`` weight, no rotation. Defaults to ``"shifted"``.
         rotation_channels: hidden width of the rotation network. Defaults to 16 (the paper).
+        rotation_init: ``"random"`` initialises the rotation network like the authors' layer (PyTorch's
+            defaults): every sample gets a random rotation, hence a randomly shifted kernel, from the first
+            step. ``"identity"`` zeroes its last layer's weight and sets its bias to ``(1, 0, 0, 0)`` (see
+            :meth:`RotationNetwork.reset_to_identity`): ``R = I`` for every input at initialisation, so the
+            layer starts as a static convolution and learns the rotations from there. In our 2D ResNet18
+            check (BreastMNIST + PneumoniaMNIST, 3 epochs, one seed) ``"identity"`` reached validation
+            balanced accuracy 0.83 against 0.54 for ``"random"`` (plain ResNet18: 0.85). Defaults to
+            ``"random"`` (the paper's layer).
 
     Example:
         >>> layer = CrossDConv(2, in_channels=4, out_channels=8, kernel_size=3, padding=1)
@@ -132,6 +141,7 @@ class CrossDConv(nn.Module):
         rotation: bool = True,
         kernel_3d: str = "shifted",
         rotation_channels: int = 16,
+        rotation_init: str = "random",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -162,19 +172,23 @@ class CrossDConv(nn.Module):
         self.padding_mode = _choice(padding_mode, PADDING_MODES, "padding_mode")
         self.rotation = bool(rotation)
         self.kernel_3d = _choice(kernel_3d, KERNEL_3D_MODES, "kernel_3d")
+        self.rotation_init = _choice(rotation_init, ROTATION_INITS, "rotation_init")
 
         k = self.kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, k, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.rotation_net = RotationNetwork(in_channels, rotation_channels)
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        if self.rotation_init == "identity":
+            self.rotation_net.reset_to_identity()
 
     def extra_repr(self) -> str:
         return (
             f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, "
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
-            f"padding_mode={self.padding_mode!r}, rotation={self.rotation}, kernel_3d={self.kernel_3d!r}"
+            f"padding_mode={self.padding_mode!r}, rotation={self.rotation}, kernel_3d={self.kernel_3d!r}, "
+            f"rotation_init={self.rotation_init!r}"
         )
 
     def _plane(self) -> int | None:

@@ -127,6 +127,22 @@ def test_rotation_varies_the_kernel_per_sample():
         torch.testing.assert_close(out[b : b + 1], F.conv2d(x[b : b + 1], kernels[b], layer.bias, padding=1), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_identity_rotation_init_starts_static_and_learns_rotation(spatial_dims):
+    torch.manual_seed(0)
+    layer = CrossDConv(spatial_dims, 3, 4, 3, padding=1, rotation_init="identity")
+    static = CrossDConv(spatial_dims, 3, 4, 3, padding=1, rotation=False)
+    static.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 3, *(6,) * spatial_dims)
+    torch.testing.assert_close(layer.predict_shift(x), torch.ones(3, 3))  # R = I for every sample
+    torch.testing.assert_close(layer(x), static(x), atol=1e-5, rtol=0)
+    layer(x).square().sum().backward()
+    assert layer.rotation_net[3].weight.grad.abs().max() > 0  # the angle can move away from zero
+    assert "rotation_init='identity'" in repr(layer)
+    # the default is the authors' initialisation: random per-sample rotations from the start
+    assert (CrossDConv(spatial_dims, 3, 4, 3, padding=1).predict_shift(x) - 1).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------- function-preserving initialisation
 
 CONV_CASES = [
@@ -273,6 +289,7 @@ def test_registered_in_monai_conv_factory():
         (dict(spatial_dims=1), ValueError, r"`spatial_dims` should be 2 or 3, got 1"),
         (dict(stride=(1, 2, 3)), ValueError, r"`stride` should be a non-negative int or a sequence of 2 ints, got \(1, 2, 3\)"),
         (dict(kernel_3d="authors"), ValueError, r"`kernel_3d` should be one of \('shifted', 'raw'\), got 'authors'"),
+        (dict(rotation_init="zero"), ValueError, r"`rotation_init` should be one of \('random', 'identity'\), got 'zero'"),
     ],
 )
 def test_bad_arguments(kwargs, error, message):
