@@ -24,12 +24,12 @@ Targets, told apart by :func:`target_kind`:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from monai.metrics import compute_roc_auc
 from monai.utils import set_determinism
 
+from monai_crossd.bundle.handlers import atomic_torch_save, atomic_write_bytes
 from monai_crossd.converters import convert_to_3d
 from monai_crossd.data.medmnist import load_medmnist
 from monai_crossd.data.nifti_pairs import paired_nifti_datalist
@@ -304,21 +305,6 @@ def _plain_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     return net
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".pt":
-            torch.save(obj, tmp)
-        else:
-            Path(tmp).write_text(obj)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _priors(cfg: TransferConfig, device: torch.device, out: Path) -> tuple[dict, dict]:
     """``({"plain": state_dict, "crossd": state_dict}, report)``: given or pretrained on ``cfg.source``."""
     needed = {"plain": any(m in ("acs", "i3d", "center") for m in cfg.methods), "crossd": any(m.startswith("crossd") for m in cfg.methods)}
@@ -349,7 +335,7 @@ def _priors(cfg: TransferConfig, device: torch.device, out: Path) -> tuple[dict,
         report[kind] = {"num_classes": classes, "val_final": val, "history": result["history"]}
         logger.info("2D %s prior: validation accuracy %.3f, balanced %.3f", kind, val["accuracy"], val["balanced_accuracy"])
         priors[kind] = {k: v.cpu() for k, v in net.state_dict().items()}
-        _save_atomic(priors[kind], out / f"prior_{kind}.pt")
+        atomic_torch_save(priors[kind], out / f"prior_{kind}.pt")
     return priors, report
 
 
@@ -475,15 +461,12 @@ def _plot(summary: dict, path: Path, title: str, metrics: dict[str, str], ylim: 
         ax.legend(title="protocol", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        fig.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_bytes(buffer.getvalue(), path)
 
 
 def _load_target(cfg: TransferConfig) -> tuple[dict, dict, _Task, Callable[[str, dict, int], nn.Module], dict]:
@@ -560,8 +543,8 @@ def run_transfer(cfg: TransferConfig) -> dict:
         "runs": runs,
     }
     name = os.path.basename(os.path.normpath(cfg.target))
-    _save_atomic(json.dumps(results, indent=1), out / "results.json")
-    _save_atomic(_markdown(summary, cfg, prior_report, target, task.columns), out / "results.md")
+    atomic_write_bytes(json.dumps(results, indent=1).encode(), out / "results.json")
+    atomic_write_bytes(_markdown(summary, cfg, prior_report, target, task.columns).encode(), out / "results.md")
     if target["kind"] == "classification":
         _plot(summary, out / "results.png", f"{name}: transfer from 2D priors", {"auc": "AUC", "balanced_accuracy": "balanced accuracy"}, (0.4, 1.0), 0.5)
     else:
