@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 if str(ROOT) not in sys.path:  # run from anywhere: `tests.oracle` and `monai_crossd` from the checkout
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["ROOT", "RESULTS", "crossd_path", "environment", "measure", "peak_memory", "pick_device", "sync", "write_results"]
+__all__ = ["ROOT", "RESULTS", "crossd_path", "environment", "measure", "peak_memory", "pick_device", "setup", "sync", "write_results"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -30,6 +30,17 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
+    return device
+
+
+def setup(device_name: str, threads: int | None, tf32: bool) -> torch.device:
+    """The run's device (``pick_device``), CPU thread count (``None``: torch's default) and, on CUDA, TF32."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = pick_device(device_name)
+    if device.type == "cuda" and tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return device
 
 

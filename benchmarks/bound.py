@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from _common import RESULTS, env_markdown, environment, measure, pick_device, write_results  # noqa: I001
+from _common import RESULTS, env_markdown, environment, measure, setup, write_results  # noqa: I001
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.nets import crossd_resnet18
@@ -113,13 +113,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--out", default=None, help=f"output folder (default {RESULTS})")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = setup(args.device, args.threads, tf32=True)
     gpu = device.type == "cuda"
-    if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     batch, size = args.batch or (64 if gpu else 8), args.size or (224 if gpu else 64)
     num_classes = 1000 if gpu else 10
     torch.manual_seed(0)

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from _common import (  # noqa: I001
-    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, pick_device, write_results,
+    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, setup, write_results,
 )
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
@@ -250,9 +250,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", action="store_true", help="add a time breakdown and a torch.profiler table")
     parser.add_argument("--out", default=None, help=f"output folder (default {RESULTS})")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = setup(args.device, args.threads, tf32=False)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     shapes, o = (QUICK_SHAPES, QUICK_OUT) if args.quick else (FULL_SHAPES, FULL_OUT)

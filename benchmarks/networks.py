@@ -35,7 +35,7 @@ import torch.nn as nn
 import torchvision
 
 from _common import (  # noqa: I001
-    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, pick_device, write_results,
+    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, setup, write_results,
 )
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
@@ -245,13 +245,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-3d", action="store_true")
     parser.add_argument("--out", default=None, help=f"output folder (default {RESULTS})")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = setup(args.device, args.threads, tf32=True)
     gpu = device.type == "cuda"
     if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     batch = args.batch or (64 if gpu else 8)
     size = args.size or (224 if gpu else 64)
