@@ -26,6 +26,7 @@ from monai_crossd.networks.layers.fourier_shift import (
     shift_operators,
 )
 from monai_crossd.networks.layers.per_sample_conv import per_sample_conv, per_sample_mixed_conv
+from monai_crossd.networks.layers.softmax_pool import mlp_softmax_pool, softmax_pool
 
 __all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
 
@@ -53,9 +54,12 @@ def _tuple(value: Sequence[int] | int, n: int, name: str) -> tuple[int, ...]:
 class RotationNetwork(nn.Sequential):
     """The paper's rotation network: 1x1 conv ``in -> 16``, BatchNorm, ReLU, 1x1 conv ``16 -> 4``, then Eq. 1.
 
-    The layers are 2D and pointwise; a 3D input ``(B, C, D, H, W)`` is viewed as ``(B, C, D, H * W)``,
-    which gives exactly the 3D pointwise result (BatchNorm statistics included) with 2D-shaped
-    parameters, so the 2D and 3D layers share one ``state_dict``.
+    The parameters are those of 2D pointwise layers (``Conv2d`` 1x1, ``BatchNorm2d``), so the 2D and 3D
+    layers share one ``state_dict``; the computation is two GEMMs over the ``(B, C, N)`` view of the input
+    (any number of spatial dims), which is exactly the pointwise result, BatchNorm statistics included.
+    Without gradients and with BatchNorm on its running statistics (inference), BatchNorm is folded into
+    the first layer and the positions are processed in cache-sized chunks
+    (:func:`~monai_crossd.networks.layers.softmax_pool.mlp_softmax_pool`).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int = 16) -> None:
@@ -66,12 +70,32 @@ class RotationNetwork(nn.Sequential):
             nn.Conv2d(hidden_channels, 4, 1),
         )
 
+    def _fused(self, x: torch.Tensor) -> bool:
+        """Inference form possible: no gradient, BatchNorm on running stats, eager mode, no autocast."""
+        bn = self[1]
+        if bn.training or bn.running_mean is None:
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return False
+        return not torch.is_autocast_enabled(x.device.type)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial) -> (B, 4)``: the softmax-weighted spatial sum of each output map (Eq. 1)."""
-        if x.ndim == 5:
-            x = x.flatten(3)
-        maps = super().forward(x).flatten(2)  # (B, 4, N)
-        return (maps * torch.softmax(maps, dim=-1)).sum(-1)
+        conv1, bn, _, conv2 = self
+        xv = x.reshape(x.shape[0], x.shape[1], -1)  # a view for contiguous inputs
+        w1, w2 = conv1.weight.flatten(1), conv2.weight.flatten(1)
+        if self._fused(x):
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            scale = scale if bn.weight is None else bn.weight * scale
+            shift = (conv1.bias - bn.running_mean) * scale
+            shift = shift if bn.bias is None else shift + bn.bias
+            return mlp_softmax_pool(xv, w1 * scale[:, None], shift, w2, conv2.bias)
+        hidden = torch.matmul(w1, xv) + conv1.bias[:, None]  # (B, H, N)
+        hidden = bn(hidden.unsqueeze(-1)).squeeze(-1).relu_()  # the module itself: running stats, momentum
+        maps = torch.matmul(w2, hidden) + conv2.bias[:, None]  # (B, 4, N)
+        return softmax_pool(maps)
 
     def reset_to_identity(self) -> None:
         """Make the predicted angle zero for every input (``R = I``) with a fixed axis along the first

@@ -1,0 +1,79 @@
+"""The rotation network as GEMMs (training) and chunked with streaming softmax (inference) against the
+paper's literal form: 1x1 ``Conv2d``, ``BatchNorm2d``, ReLU, 1x1 ``Conv2d``, softmax-weighted sum (Eq. 1)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from monai_crossd.networks.blocks import RotationNetwork
+from monai_crossd.networks.layers.softmax_pool import mlp_softmax_pool, softmax_pool
+
+
+def literal(net: RotationNetwork, x: torch.Tensor) -> torch.Tensor:
+    """The modules called one after the other on a 4D view, as the authors' layer does."""
+    maps = nn.Sequential.forward(net, x.flatten(3) if x.ndim == 5 else x).flatten(2)
+    return (maps * torch.softmax(maps, dim=-1)).sum(-1)
+
+
+def trained_net(channels: int) -> RotationNetwork:
+    torch.manual_seed(0)
+    net = RotationNetwork(channels).double()
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 2.0)
+        net[1].bias.normal_()
+        net[3].weight.mul_(5)
+    net.train()
+    for _ in range(3):  # non-trivial running statistics
+        net(torch.randn(2, channels, 5, 7, dtype=torch.float64) * 3 + 1)
+    return net
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 9, 11), (2, 5, 4, 6, 7), (1, 1, 3, 4, 5)])
+def test_inference_form_equals_the_literal_layers(shape):
+    net = trained_net(shape[1]).eval()
+    x = torch.randn(*shape, dtype=torch.float64) * 2
+    with torch.no_grad():
+        assert net._fused(x)
+        torch.testing.assert_close(net(x), literal(net, x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_chunks_and_streaming_softmax_are_exact(chunk):
+    torch.manual_seed(1)
+    x = torch.randn(3, 4, 150, dtype=torch.float64) * 4  # maxima that grow across chunks
+    w1, b1, w2, b2 = (torch.randn(*s, dtype=torch.float64) for s in ((16, 4), (16,), (4, 16), (4,)))
+    expected = softmax_pool(torch.matmul(w2, (torch.matmul(w1, x) + b1[:, None]).relu()) + b2[:, None])
+    torch.testing.assert_close(mlp_softmax_pool(x, w1, b1, w2, b2, chunk=chunk), expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 9, 11), (2, 5, 4, 6, 7)])
+def test_training_form_equals_the_literal_layers_with_gradients_and_running_stats(shape):
+    net = trained_net(shape[1])
+    ref = copy.deepcopy(net)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    xr = x.detach().clone().requires_grad_(True)
+    out, expected = net(x), literal(ref, xr)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-12, rtol=0)
+    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-10, rtol=0, msg=name)
+    for (name, b), c in zip(net.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b, c, atol=1e-12, rtol=0, msg=name)
+
+
+def test_inference_form_only_without_gradients_on_running_stats():
+    net = trained_net(3).eval()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert not net._fused(x)  # parameters require grad
+    with torch.no_grad():
+        assert net._fused(x)
+        assert not net.train()._fused(x)  # batch statistics
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not net.eval()._fused(x)
