@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["fft_rotate_kernel", "FFTCrossDConv2d"]
+__all__ = ["fft_rotate_kernel", "FFTCrossDConv2d", "FFTCrossDConvTranspose"]
 
 
 def fft_rotate_kernel(weight: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -72,3 +72,38 @@ class FFTCrossDConv2d(nn.Module):
             groups=b * self.groups,
         )
         return out.view(b, self.out_channels, *out.shape[2:])
+
+
+class FFTCrossDConvTranspose(nn.Module):
+    """Eqs. 1-8 followed by a transposed convolution, literally: FFT of the whole knowledge base per sample,
+    the middle plane (2D) or all of it (3D) as that sample's ``conv_transpose`` kernel, one call per sample.
+
+    The knowledge base has ``nn.ConvTranspose3d``'s layout ``(in, out / groups, K, K, K)``; parameter names
+    are ours (``weight``, ``bias``, ``rotation_net``) so that a ``CrossDConvTranspose`` state_dict loads.
+    """
+
+    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, dilation=1):  # fmt: skip
+        super().__init__()
+        self.spatial_dims, self.kernel_size = spatial_dims, kernel_size
+        self.args = (stride, padding, output_padding, groups, dilation)
+        k = kernel_size
+        self.weight = nn.Parameter(torch.randn(in_channels, out_channels // groups, k, k, k))
+        self.bias = nn.Parameter(torch.randn(out_channels))
+        self.rotation_net = nn.Sequential(nn.Conv2d(in_channels, 16, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rot_map = self.rotation_net(x.flatten(3) if x.ndim == 5 else x).flatten(2)  # Eq. 1
+        rot_vec = (rot_map * torch.softmax(rot_map, dim=-1)).sum(-1)
+        k = rot_vec[:, :3]
+        axis = k / (k.norm(dim=1, keepdim=True) + 1e-8)
+        angle = torch.tanh(rot_vec[:, 3]) * (math.pi / 4)
+        kernels = fft_rotate_kernel(self.weight, axis, angle)
+        if self.spatial_dims == 2:
+            kernels = kernels[:, :, :, self.kernel_size // 2]
+        conv_t = F.conv_transpose2d if self.spatial_dims == 2 else F.conv_transpose3d
+        stride, padding, output_padding, groups, dilation = self.args
+        return torch.cat(
+            [conv_t(x[b : b + 1], kernels[b], self.bias, stride, padding, output_padding, groups, dilation)
+             for b in range(x.shape[0])]
+        )  # fmt: skip

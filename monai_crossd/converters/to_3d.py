@@ -3,7 +3,8 @@
 ``method``:
 
 - ``"crossd"``: :meth:`CrossDConv.from_conv` with ``spatial_dims=3`` (Yavuz & Yang, arXiv 2411.02441); a
-  :class:`CrossDConv` with ``spatial_dims=2`` becomes the 3D layer with the same ``state_dict``.
+  :class:`CrossDConv` with ``spatial_dims=2`` becomes the 3D layer with the same ``state_dict``;
+  ``ConvTranspose2d`` becomes a :class:`CrossDConvTranspose` the same way.
 - ``"acs"``: :class:`ACSConv`, output channels split over axial/coronal/sagittal views (Yang et al., IEEE
   JBHI 2021); the weight keeps its 2D shape.
 - ``"i3d"``: ``nn.Conv3d`` with the 2D kernel repeated along depth and divided by the depth ``K``
@@ -37,39 +38,31 @@ from monai_crossd.converters.acs_conv import ACSConv
 from monai_crossd.converters.crossd import check_crossd_kwargs
 from monai_crossd.converters.report import ConversionReport
 from monai_crossd.networks.blocks.crossd_conv import DEPTH_INITS, CrossDConv
+from monai_crossd.networks.blocks.crossd_conv_transpose import CrossDConvTranspose
 
 __all__ = ["LAYERS_3D", "METHODS", "convert_to_3d", "crossd_conv_to_3d"]
 
 METHODS = ("crossd", "acs", "i3d", "center", "2.5d")
 
-#: ``ConvTranspose2d`` per method; there is no Cross-D or ACS transposed convolution, those use ``"center"``.
-TRANSPOSED = {"crossd": "center", "acs": "center", "i3d": "i3d", "center": "center", "2.5d": "2.5d"}
+#: ``ConvTranspose2d`` per method: ``"crossd"`` gives a :class:`CrossDConvTranspose`; there is no ACS transposed
+#: convolution, ``"acs"`` uses ``"center"``.
+TRANSPOSED = {"crossd": "crossd", "acs": "center", "i3d": "i3d", "center": "center", "2.5d": "2.5d"}
 
 _2D_SPECIFIC = (nn.PixelShuffle, nn.PixelUnshuffle, nn.Fold, nn.Unfold)
 _2D_NAME = re.compile(r"2d", re.IGNORECASE)
 
 
 def crossd_conv_to_3d(layer: CrossDConv) -> CrossDConv:
-    """The 3D :class:`CrossDConv` with the same arguments and ``state_dict`` as a 2D one (a new layer)."""
+    """The 3D layer (same class, arguments and ``state_dict``) of a 2D :class:`CrossDConv` or
+    :class:`CrossDConvTranspose` (a new layer: a copy with its 2D arguments ``(h, w)`` as ``(h, h, w)``)."""
     if not isinstance(layer, CrossDConv) or layer.spatial_dims != 2:
         raise ValueError(f"`layer` should be a CrossDConv with spatial_dims=2, got {layer!r}.")
-    new = CrossDConv(
-        3,
-        layer.in_channels,
-        layer.out_channels,
-        layer.kernel_size,
-        stride=expand(layer.stride),
-        padding=expand(layer.padding),
-        dilation=expand(layer.dilation),
-        groups=layer.groups,
-        bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,
-        rotation=layer.rotation,
-        kernel_3d=layer.kernel_3d,
-        rotation_channels=layer.rotation_net[0].out_channels,
-    ).to(device=layer.weight.device, dtype=layer.weight.dtype)
-    new.load_state_dict(layer.state_dict())
-    return finish_like(new, layer)
+    new = copy.deepcopy(layer)  # every argument kept (rotation_init, kernel_3d, ...), parameters and buffers too
+    new.spatial_dims = 3
+    for name in ("stride", "padding", "dilation", "output_padding"):
+        if hasattr(layer, name):
+            setattr(new, name, expand(getattr(layer, name)))
+    return new
 
 
 def _factory(m: nn.Module) -> dict:
@@ -126,6 +119,11 @@ def _inflate(weight: torch.Tensor, depth: int, method: str, scale: float) -> tor
 def _conv_transpose(conv: nn.ConvTranspose2d, method: str, kwargs: dict) -> tuple[nn.Module, str]:
     method = TRANSPOSED[method]
     kh, kw = conv.kernel_size
+    if method == "crossd":
+        if kh != kw:
+            raise ValueError(f"method 'crossd' needs a square kernel, got kernel_size={tuple(conv.kernel_size)}")
+        new = CrossDConvTranspose.from_conv(conv, spatial_dims=3, **kwargs)
+        return new, f"ConvTranspose2d -> CrossDConvTranspose (spatial_dims=3, kernel {kh})"
     kd, dh = (1 if method == "2.5d" else kh), conv.dilation[0]
     new = nn.ConvTranspose3d(
         conv.in_channels,
@@ -303,7 +301,8 @@ def convert_to_3d(
         if isinstance(module, CrossDConv):
             if module.spatial_dims == 3:
                 return module
-            report.replaced[path] = "CrossDConv(spatial_dims=2) -> CrossDConv(spatial_dims=3), same state_dict"
+            name = type(module).__name__
+            report.replaced[path] = f"{name}(spatial_dims=2) -> {name}(spatial_dims=3), same state_dict"
             return crossd_conv_to_3d(module)
         if isinstance(module, KEPT_3D):
             return module

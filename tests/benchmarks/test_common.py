@@ -1,4 +1,4 @@
-"""``benchmarks/_common.py``: the path the benchmarks report is the path ``CrossDConv.forward`` runs."""
+"""``benchmarks/_common.py``: the path the benchmarks report is the path ``CrossDConv.forward`` runs; interleaved timing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from _common import crossd_path
+from _common import crossd_path, measure_interleaved
 
 psc = importlib.import_module("monai_crossd.networks.layers.per_sample_conv")  # the module, not the function
 
@@ -55,3 +55,11 @@ def test_crossd_path_matches_the_forward(kwargs, shape, monkeypatch):
     layer = CrossDConv(in_channels=shape[1], out_channels=6, kernel_size=3, **kwargs)
     x = torch.randn(*shape)
     assert crossd_path(layer, x) == _forward_path(layer, x, monkeypatch)
+
+
+def test_measure_interleaved_alternates_the_calls():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    out = measure_interleaved(fns, torch.device("cpu"), repeats=3, warmup=1)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up round, then rotated rounds
+    assert set(out) == set("abc") and all(row["repeats"] == 3 and row["median_ms"] >= 0 for row in out.values())

@@ -216,3 +216,26 @@ def test_float64_models_convert_without_rounding(method):
     depth, middle = (5, 2) if method == "i3d" else (1, 0)  # i3d: a depth-constant volume, away from its borders
     out = converted.eval()(x.unsqueeze(2).expand(-1, -1, depth, -1, -1))[:, :, middle]
     torch.testing.assert_close(out, model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_crossd_conv_transpose_and_2d_crossd_layers_keep_every_argument():
+    from monai_crossd.networks import CrossDConv, CrossDConvTranspose
+
+    up = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1).double()
+    layer, report = convert_to_3d(up, "crossd")
+    assert isinstance(layer, CrossDConvTranspose) and layer.spatial_dims == 3 and layer.output_padding == (1, 1, 1)
+    assert report.replaced[""] == "ConvTranspose2d -> CrossDConvTranspose (spatial_dims=3, kernel 3)"
+    x = torch.randn(1, 3, 4, 5, dtype=torch.float64)
+    out = layer(x.unsqueeze(2))  # depth 1 -> 2; the middle (2D) plane of the kernel lands on slice 0
+    torch.testing.assert_close(out[:, :, 0], up(x))
+    torch.testing.assert_close(out[:, :, 1], up.bias.view(1, -1, 1, 1).expand(1, -1, 8, 10))  # zero planes: bias only
+    model = nn.Sequential(
+        CrossDConv(2, 3, 4, 3, stride=(2, 1), padding=1, rotation_init="identity"),
+        CrossDConvTranspose(2, 4, 2, 3, stride=2, padding=1, output_padding=1, rotation_init="identity"),
+    )
+    converted, report = convert_to_3d(model, "crossd")
+    assert report.replaced["1"] == "CrossDConvTranspose(spatial_dims=2) -> CrossDConvTranspose(spatial_dims=3), same state_dict"
+    assert [m.rotation_init for m in converted] == ["identity", "identity"]
+    assert converted[0].stride == (2, 2, 1) and converted[1].output_padding == (1, 1, 1)
+    assert converted(torch.randn(2, 3, 4, 8, 6)).shape == (2, 2, 4, 8, 12)
+    assert model[0].spatial_dims == 2 and model[1].stride == (2, 2)  # the input is untouched

@@ -150,6 +150,8 @@ class CrossDConv(nn.Module):
         torch.Size([2, 8, 16, 32, 32])
     """
 
+    transposed = False  #: :class:`CrossDConvTranspose` sets True: weight layout and ``from_conv``'s source type
+
     def __init__(
         self,
         spatial_dims: int,
@@ -199,10 +201,13 @@ class CrossDConv(nn.Module):
         self.rotation_init = _choice(rotation_init, ROTATION_INITS, "rotation_init")
 
         k = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, k, k, k))
+        # a transposed layer stores its knowledge base as nn.ConvTranspose3d does: (in, out / groups, K, K, K)
+        pair = (in_channels, out_channels // groups) if self.transposed else (out_channels, in_channels // groups)
+        self.weight = nn.Parameter(torch.empty(*pair, k, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.rotation_net = RotationNetwork(in_channels, rotation_channels)
-        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        # fan over the output channels and taps of the knowledge base (dim 0 of a conv weight, dim 1 of a transposed one)
+        nn.init.kaiming_normal_(self.weight, mode="fan_in" if self.transposed else "fan_out", nonlinearity="relu")
         if self.rotation_init == "identity":
             self.rotation_net.reset_to_identity()
 
@@ -303,7 +308,8 @@ class CrossDConv(nn.Module):
         kernel repeats the 2D one along depth, I3D-style inflation without the ``1 / K`` factor).
 
         Args:
-            conv: an ``nn.Conv2d`` with a square kernel.
+            conv: an ``nn.Conv2d`` with a square kernel (``nn.ConvTranspose2d`` for :class:`CrossDConvTranspose`,
+                whose weight ``(in, out / groups, K, K)`` goes into the knowledge base the same way).
             spatial_dims: of the returned layer. Defaults to 2.
             depth_init: ``"zeros"`` or ``"replicate"``. Defaults to ``"zeros"``.
             kwargs: other ``CrossDConv`` arguments (``rotation``, ``kernel_3d``, ...).
@@ -311,8 +317,9 @@ class CrossDConv(nn.Module):
         Returns:
             the layer, on ``conv``'s device and dtype.
         """
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"`conv` should be an nn.Conv2d, got {type(conv).__name__}.")
+        source = nn.ConvTranspose2d if cls.transposed else nn.Conv2d
+        if not isinstance(conv, source):
+            raise TypeError(f"`conv` should be an nn.{source.__name__}, got {type(conv).__name__}.")
         if conv.kernel_size[0] != conv.kernel_size[1]:
             raise ValueError(f"`conv` should have a square kernel, got kernel_size={conv.kernel_size}.")
         depth_init = _choice(depth_init, DEPTH_INITS, "depth_init")
@@ -320,6 +327,8 @@ class CrossDConv(nn.Module):
         if spatial_dims == 3 and not isinstance(padding, str):
             padding = (padding[0], *padding)
         expand = (lambda v: (v[0], *v)) if spatial_dims == 3 else (lambda v: v)
+        if cls.transposed:
+            kwargs = {"output_padding": expand(tuple(conv.output_padding)), **kwargs}
         layer = cls(
             spatial_dims,
             conv.in_channels,

@@ -32,11 +32,13 @@ __all__ = [
     "MIXED_PATHS",
     "mix_kernel",
     "per_sample_conv",
+    "per_sample_conv_transpose",
     "per_sample_mixed_conv",
     "select_path",
 ]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 PATHS = ("grouped", "loop", "unfold")
 """Formulations of :func:`per_sample_conv` (``"unfold"`` needs 2D inputs)."""
@@ -65,7 +67,9 @@ def _out_positions(spatial: Sequence[int], kernel: Sequence[int], stride, paddin
     return math.prod(sizes)
 
 
-def select_path(x: torch.Tensor, kernel_size: Sequence[int], stride, padding, dilation, mixed: bool) -> str:
+def select_path(
+    x: torch.Tensor, kernel_size: Sequence[int], stride, padding, dilation, mixed: bool, transposed: bool = False
+) -> str:
     """The formulation used for ``x`` on its device: the one place where the choice is made.
 
     Args:
@@ -80,6 +84,8 @@ def select_path(x: torch.Tensor, kernel_size: Sequence[int], stride, padding, di
         (``"materialize"`` + ``"grouped"``).
     """
     nd = x.ndim - 2
+    if transposed:
+        return "grouped"
     positions = _out_positions(x.shape[2:], kernel_size, stride, padding, dilation)
     dev = x.device.type
     if mixed:
@@ -264,4 +270,58 @@ def per_sample_mixed_conv(
         out = torch.bmm(mixed.view(-1, g, (c // g) * q).transpose(0, 1), w).transpose(0, 1).reshape(-1, o)
     spatial = _out_shape(x, kernel_size, stride, padding, dilation)
     out = out.view(b, *spatial, o).movedim(-1, 1).contiguous()
+    return _add_bias(out, bias)
+
+
+def per_sample_conv_transpose(
+    x: torch.Tensor,
+    kernels: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Sequence[int] | int = 1,
+    padding: Sequence[int] | int = 0,
+    output_padding: Sequence[int] | int = 0,
+    groups: int = 1,
+    dilation: Sequence[int] | int = 1,
+    path: str | None = None,
+) -> torch.Tensor:
+    """``out[b] = conv_transpose(x[b], kernels[b]) + bias`` (arguments in ``F.conv_transpose3d``'s order).
+
+    Args:
+        x: ``(B, C_in, *spatial)`` with 1 to 3 spatial dims.
+        kernels: ``(B, C_in, C_out / groups, *kernel)``; a ``(C_in, C_out / groups, *kernel)`` kernel is shared.
+        bias: ``(C_out,)`` or ``None``.
+        stride, padding, output_padding, groups, dilation: as in ``torch.nn.functional.conv_transpose2d``.
+        path: ``"grouped"`` (batch folded into the groups, one call) or ``"loop"`` (one call per sample), or
+            ``None`` for :func:`select_path`'s choice. Both give the same result up to rounding.
+
+    Returns:
+        ``(B, C_out, *spatial_out)``.
+    """
+    nd = x.ndim - 2
+    conv_t = _CONV_T[nd]
+    if kernels.ndim == nd + 2:
+        return conv_t(x, kernels, bias, stride, padding, output_padding, groups, dilation)
+    b = x.shape[0]
+    if b == 1:
+        return conv_t(x, kernels[0], bias, stride, padding, output_padding, groups, dilation)
+    if path is None:
+        path = select_path(x, kernels.shape[3:], 1, 0, 1, mixed=False, transposed=True)
+    if path not in ("grouped", "loop"):
+        raise ValueError(f"`path` should be 'grouped', 'loop' or None for a transposed convolution, got {path!r}.")
+    if path == "loop":
+        out = torch.cat(
+            [conv_t(x[i : i + 1], kernels[i], None, stride, padding, output_padding, groups, dilation) for i in range(b)]
+        )
+    else:
+        out = conv_t(
+            x.reshape(1, -1, *x.shape[2:]),
+            kernels.reshape(-1, *kernels.shape[2:]),
+            None,
+            stride,
+            padding,
+            output_padding,
+            b * groups,
+            dilation,
+        )
+        out = out.reshape(b, -1, *out.shape[2:])
     return _add_bias(out, bias)
