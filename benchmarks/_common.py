@@ -21,7 +21,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 if str(ROOT) not in sys.path:  # run from anywhere: `tests.oracle` and `monai_crossd` from the checkout
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["ROOT", "RESULTS", "crossd_path", "environment", "measure", "peak_memory", "pick_device", "setup", "sync", "write_results"]
+__all__ = [
+    "ROOT", "RESULTS", "crossd_path", "environment", "measure", "measure_interleaved", "peak_memory", "pick_device",
+    "setup", "sync", "write_results",
+]
 
 
 def pick_device(name: str) -> torch.device:
@@ -87,24 +90,43 @@ def environment(device: torch.device) -> dict:
 
 def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> dict:
     """Median (and spread) of ``repeats`` wall-clock timings of ``fn`` after ``warmup`` calls, in ms."""
+    return measure_interleaved({"fn": fn}, device, repeats, warmup)["fn"]
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 2
+) -> dict[str, dict]:
+    """``measure`` of several functions in one loop: ``{name: measure's dict}``.
+
+    Each round calls every function once (warm-up rounds first), the order rotated by one per round
+    (a, b, c; b, c, a; ...), so that a change of the machine's load during the run reaches all of
+    them alike and none always runs right after the same other one.
+    """
+    names = list(fns)
     for _ in range(warmup):
-        fn()
+        for name in names:
+            fns[name]()
     sync(device)
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-        cpu_times.append((time.process_time() - cpu_start) * 1e3)
+    times: dict = {name: [] for name in names}
+    cpu_times: dict = {name: [] for name in names}
+    for i in range(repeats):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fns[name]()
+            sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+            cpu_times[name].append((time.process_time() - cpu_start) * 1e3)
     return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        # CPU time of the process (all threads): with one thread on a shared machine it leaves out the
-        # time spent descheduled, so it is the steadier number there; on a quiet machine use median_ms
-        "cpu_time_median_ms": statistics.median(cpu_times),
-        "repeats": repeats,
+        name: {
+            "median_ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "max_ms": max(times[name]),
+            # CPU time of the process (all threads): with one thread on a shared machine it leaves out the
+            # time spent descheduled, so it is the steadier number there; on a quiet machine use median_ms
+            "cpu_time_median_ms": statistics.median(cpu_times[name]),
+            "repeats": repeats,
+        }
+        for name in names
     }
 
 

@@ -1,7 +1,7 @@
-"""Network speed: ResNet18 training step and inference, and 3D Cross-D layers against ``nn.Conv3d``.
+"""Network speed: ResNet18, 3D Cross-D layers against ``nn.Conv3d``, 3D Cross-D networks against MONAI's.
 
-ResNet18 (2D), one training step (forward, cross-entropy, backward, fused ``AdamW.step``) and one inference
-forward (``eval``, ``no_grad``), median of ``--repeats``:
+ResNet18 (2D, ``resnet18``), one training step (forward, cross-entropy, backward, fused ``AdamW.step``) and one
+inference forward (``eval``, ``no_grad``), median of ``--repeats``:
 
 - ``plain``: ``torchvision.models.resnet18``;
 - ``crossd``: ``monai_crossd.networks.nets.crossd_resnet18(2, 3, num_classes)``; the formulation
@@ -14,14 +14,35 @@ CPU: batch 8, 64x64, 10 classes. CUDA: batch 64, 224x224, 1000 classes, TF32 on 
 ``fft`` model takes ~28 s per training step: its peak-memory call doubles as the warm-up and it gets
 ``--fft-repeats`` (3) timed calls.
 
-3D: ``CrossDConv(3, C, C, 3, padding=1)`` with ``rotation=True`` (per-sample shifted 3D kernels) and
-``rotation=False`` (static kernel) against ``nn.Conv3d``, forward and forward+backward, at
+3D layers (``layers_3d``): ``CrossDConv(3, C, C, 3, padding=1)`` with ``rotation=True`` (per-sample shifted 3D
+kernels) and ``rotation=False`` (static kernel) against ``nn.Conv3d``, forward and forward+backward, at
 ``(4, 64, 32, 96, 96) -> 64`` on CUDA and ``(2, 32, 8, 32, 32) -> 32`` on CPU.
+
+3D networks (``networks_3d``), our Cross-D networks against MONAI's own, built as a user builds them, same
+shapes on CPU and CUDA, median of ``--repeats-3d`` (5 CPU, 10 CUDA) after 2 warm-up rounds; the networks of
+one workload are timed in one loop, one call each per round in rotating order (``measure_interleaved``):
+
+- UNet inference (``eval``, ``no_grad``), batch 1, ``1x96^3``: ``CrossDUNet(3, 1, 3, channels=(16, 32, 64,
+  128, 256), strides=(2, 2, 2, 2), num_res_units=2)`` against ``monai.networks.nets.UNet`` with the same
+  arguments; the Cross-D row is labelled with the ``up_mode`` the network reports (its default), and two
+  more rows change one thing: ``up_mode="resize"`` (left out while that is the default) and
+  ``conv_kwargs={"rotation": False}`` (static kernels: no rotation networks, no per-sample kernels);
+- UNet training step (``zero_grad``, forward, cross-entropy, ``backward``, ``Adam(lr=1e-4).step``), batch 2,
+  ``1x64^3``, random labels in ``[0, 3)`` per voxel;
+- ResNet18 inference, batch 1, ``4x96^3``: ``crossd_resnet18(3, 4, 2)`` against MONAI's
+  ``resnet18(spatial_dims=3, n_input_channels=4, num_classes=2, conv1_t_stride=2)``;
+- ResNet18 training step, batch 4, ``1x32^3``, 2 classes, as the UNet's.
+
+Each row records both times, their ratio (Cross-D / MONAI), both peak memories and parameter counts, and
+the formulation of each Cross-D conv. ``--suite`` picks sections (``resnet18``, ``layers_3d``,
+``networks_3d``; all by default); a subset writes ``networks_<device>_<suites>.*`` so that it does not
+replace a full run's files.
 
 Usage (from the repository root)::
 
     python benchmarks/networks.py          # CUDA sizes when a GPU is present, else the CPU sizes
     python benchmarks/networks.py --device cpu --threads 2
+    python benchmarks/networks.py --suite networks_3d   # only the 3D networks against MONAI
 """
 
 from __future__ import annotations
@@ -30,19 +51,25 @@ import argparse
 import gc
 import traceback
 
+import monai.networks.nets as monai_nets
 import torch
 import torch.nn as nn
 import torchvision
 
 from _common import (  # noqa: I001
-    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, setup, write_results,
+    RESULTS, crossd_path, env_markdown, environment, measure, measure_interleaved, peak_memory, setup, write_results,
 )
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
-from monai_crossd.networks.nets import crossd_resnet18
+from monai_crossd.networks.blocks.crossd_conv_transpose import CrossDConvTranspose
+from monai_crossd.networks.nets import CrossDUNet, crossd_resnet18
 from tests.oracle import FFTCrossDConv2d
 
 MODELS = ("plain", "crossd", "fft")
+SUITES = ("resnet18", "layers_3d", "networks_3d")  # also the payload's keys
+UNET = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+            num_res_units=2)
+UNET_SMOKE = dict(UNET, channels=(4, 8, 16), strides=(2, 2))
 
 
 def fft_resnet18(num_classes: int) -> nn.Module:
@@ -91,12 +118,19 @@ def make_optimizer(model: nn.Module, device) -> torch.optim.Optimizer:
 
 
 def crossd_paths(model: nn.Module, x: torch.Tensor) -> dict:
-    """``{"<input shape>": {"<path>": count}}``: the formulation of every ``CrossDConv`` call in one forward."""
+    """``{"<input shape>": {"<path>": count}}``: the formulation of every ``CrossDConv`` call in one forward.
+
+    A ``CrossDConvTranspose`` (a ``CrossDConv`` subclass, which ``crossd_path`` does not model) counts as
+    ``"transposed"`` (per-sample kernels built, then a transposed convolution), or ``"static"`` without rotation.
+    """
     seen: dict = {}
 
     def hook(module, args):
         key = "x".join(map(str, args[0].shape))
-        path = crossd_path(module, args[0])
+        if isinstance(module, CrossDConvTranspose):
+            path = "transposed" if module.rotation else "static"
+        else:
+            path = crossd_path(module, args[0])
         seen.setdefault(key, {}).setdefault(path, 0)
         seen[key][path] += 1
 
@@ -168,15 +202,105 @@ def bench_3d(method: str, shape, device, repeats: int) -> dict:
     return row
 
 
+def workloads_3d(smoke: bool) -> list[dict]:
+    """The 3D network workloads: Cross-D variants (row name suffix, builder, kwargs) against one MONAI network.
+
+    ``smoke``: tiny shapes and a 3-level UNet, to check the code, not to measure.
+    """
+    unet = UNET_SMOKE if smoke else UNET
+    big, mid, small = (32, 32, 16) if smoke else (96, 64, 32)
+    resnet = dict(spatial_dims=3, num_classes=2)
+    monai_resnet = dict(spatial_dims=3, num_classes=2, conv1_t_stride=2)
+    return [
+        dict(name="unet_inference", title="UNet inference", train=False, batch=1, input=(1, big, big, big),
+             classes=3, dense=True, monai=(monai_nets.UNet, unet),
+             crossd=[("", CrossDUNet, unet), ("_resize", CrossDUNet, dict(unet, up_mode="resize")),
+                     ("_static", CrossDUNet, dict(unet, conv_kwargs={"rotation": False}))]),
+        dict(name="unet_train_step", title="UNet train step", train=True, batch=2, input=(1, mid, mid, mid),
+             classes=3, dense=True, monai=(monai_nets.UNet, unet), crossd=[("", CrossDUNet, unet)]),
+        dict(name="resnet18_inference", title="ResNet18 inference", train=False, batch=1, input=(4, big, big, big),
+             classes=2, dense=False, monai=(monai_nets.resnet18, dict(monai_resnet, n_input_channels=4)),
+             crossd=[("", crossd_resnet18, dict(resnet, in_channels=4))]),
+        dict(name="resnet18_train_step", title="ResNet18 train step", train=True, batch=4,
+             input=(1, small, small, small), classes=2, dense=False,
+             monai=(monai_nets.resnet18, dict(monai_resnet, n_input_channels=1)),
+             crossd=[("", crossd_resnet18, dict(resnet, in_channels=1))]),
+    ]
+
+
+def _describe(fn, kwargs: dict) -> str:
+    return f"{fn.__module__}.{fn.__name__}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+def bench_networks_3d(work: dict, device, repeats: int, warmup: int) -> dict:
+    """Rows ``{name + suffix: row}`` of one workload: every Cross-D variant and the MONAI network timed in one loop.
+
+    A Cross-D variant that builds the same network as an earlier one (``up_mode="resize"`` when that is
+    the default) is left out. Inference: ``eval``, ``no_grad``; train step: ``zero_grad``, forward,
+    cross-entropy, ``backward``, ``Adam(lr=1e-4).step`` (the optimizer as a user builds it).
+    """
+    x = torch.randn(work["batch"], *work["input"], device=device)
+    label_shape = (work["batch"], *work["input"][1:]) if work["dense"] else (work["batch"],)  # per voxel / per image
+    y = torch.randint(0, work["classes"], label_shape, device=device)
+
+    def build(fn, kwargs) -> tuple[nn.Module, dict]:
+        torch.manual_seed(0)
+        model = fn(**kwargs).to(device).train(work["train"])
+        return model, {"model": _describe(fn, kwargs), "parameters": sum(p.numel() for p in model.parameters())}
+
+    models, described, seen = {}, {}, set()
+    models["monai"], described["monai"] = build(*work["monai"])
+    for suffix, fn, kwargs in work["crossd"]:
+        model, info = build(fn, kwargs)
+        label = "; ".join(([] if kwargs.get("conv_kwargs", {}).get("rotation", True) else ["rotation=False"])
+                          + ([f"up_mode={model.up_mode}"] if hasattr(model, "up_mode") else []))  # read, not assumed
+        if label in seen:  # the same network as an earlier row (up_mode="resize" when that is the default)
+            continue
+        seen.add(label)
+        key = work["name"] + suffix
+        models[key], described[key] = model, dict(info, label=label + (" (default)" if label and not suffix else ""))
+
+    def make_fn(model):
+        if not work["train"]:
+            def infer():
+                with torch.no_grad():
+                    model(x)
+            return infer
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def train_step():
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        return train_step
+
+    fns = {key: make_fn(model) for key, model in models.items()}
+    times = measure_interleaved(fns, device, repeats, warmup)
+    for key, fn in fns.items():
+        described[key].update(times[key], memory=peak_memory(fn, device))
+    monai = described.pop("monai")
+    rows = {}
+    for key, ours in described.items():
+        try:  # which formulation each Cross-D conv runs: information, not worth losing the timings for
+            ours["paths"] = crossd_paths(models[key], x)
+        except Exception as e:  # noqa: BLE001
+            ours["paths"] = {"error": f"{type(e).__name__}: {e}"}
+        rows[key] = {
+            "workload": work["title"], "batch": work["batch"], "input": list(work["input"]), "crossd": ours,
+            "monai": monai, "ratio": ours["median_ms"] / monai["median_ms"],
+            "ratio_cpu_time": ours["cpu_time_median_ms"] / monai["cpu_time_median_ms"],
+        }
+    return rows
+
+
 def _fmt_mem(row) -> str:
     mem = row["memory"]["peak_mib"]
     return "-" if mem is None else f"{mem:.0f}"
 
 
-def markdown(payload: dict) -> str:
+def _resnet_markdown(payload: dict) -> list[str]:
     cfg = payload["resnet_config"]
-    lines = [f"# Network benchmark ({payload['environment']['device']})", "", env_markdown(payload["environment"]), ""]
-    lines += [
+    lines = [
         f"## ResNet18: batch {cfg['batch']}, {cfg['size']}x{cfg['size']}, {cfg['num_classes']} classes, {cfg['optimizer']} + cross-entropy",
         "",
         f"Median ms of {payload['repeats']} after 2 warm-up calls (fft: {payload['fft_repeats']}, "
@@ -213,7 +337,11 @@ def markdown(payload: dict) -> str:
     if "paths" in ours:
         lines += ["", "Formulation of each Cross-D conv of `crossd` (input shape: path x count): " + "; ".join(
             f"`{shape}`: " + ", ".join(f"{p} x{n}" for p, n in paths.items()) for shape, paths in ours["paths"].items()) + "."]
-    lines += ["", f"## 3D layer: input {payload['conv3d_shape']} -> {payload['conv3d_shape'][1]} channels, k=3", ""]
+    return lines + [""]
+
+
+def _layers_3d_markdown(payload: dict) -> list[str]:
+    lines = [f"## 3D layer: input {payload['conv3d_shape']} -> {payload['conv3d_shape'][1]} channels, k=3", ""]
     lines += ["| method | path | fwd ms | x conv3d | fwd+bwd ms | x conv3d | peak MiB fwd | peak MiB fwd+bwd |",
               "|---|---|---|---|---|---|---|---|"]
     r3 = payload["layers_3d"]
@@ -229,7 +357,48 @@ def markdown(payload: dict) -> str:
             cells += [f"{ms:.1f}", f"{ms / ref:.2f}" if ref else "-"]
         cells += [_fmt_mem(row["forward"]), _fmt_mem(row["forward_backward"])]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def _networks_3d_markdown(payload: dict) -> list[str]:
+    cfg = payload["networks_3d_config"]
+    unet = ", ".join(f"{k}={v}" for k, v in cfg["unet"].items())
+    lines = [
+        "## 3D networks: Cross-D against MONAI" + (" (smoke shapes: a code check, not a measurement)" * cfg["smoke"]),
+        "",
+        f"Median ms of {cfg['repeats']} after {cfg['warmup']} warm-up round(s); the networks of one workload run "
+        "in one loop, one call each per round in rotating order, so each ratio (Cross-D / MONAI) compares calls "
+        "made under the same machine load. Inference: `eval`, `no_grad`; train step: `zero_grad`, forward, "
+        f"cross-entropy, `backward`, `{cfg['optimizer']}`. UNet (both): `{unet}`; MONAI "
+        "ResNet18 with `conv1_t_stride=2` (the Cross-D one's default). Peak memory: "
+        f"{payload['memory_measured']}.",
+        "",
+        "| workload | Cross-D ms | MONAI ms | ratio | peak MiB Cross-D | peak MiB MONAI "
+        "| params Cross-D (M) | params MONAI (M) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in payload["networks_3d"].items():
+        if "error" in row:
+            lines.append(f"| {name} | unavailable: {row['error'][:120]} | | | | | | |")
+            continue
+        ours, monai = row["crossd"], row["monai"]
+        shape = f"{row['input'][0]}x{row['input'][1]}^3"
+        label = f", {ours['label']}" if ours["label"] else ""
+        lines.append(
+            f"| {row['workload']}, batch {row['batch']}, {shape}{label} | {ours['median_ms']:.1f} "
+            f"| {monai['median_ms']:.1f} | {row['ratio']:.2f} | {_fmt_mem(ours)} | {_fmt_mem(monai)} "
+            f"| {ours['parameters'] / 1e6:.2f} | {monai['parameters'] / 1e6:.2f} |"
+        )
+    return lines + [""]
+
+
+def markdown(payload: dict) -> str:
+    suites = payload.get("suites", [s for s in SUITES if s in payload])  # files written before --suite: what they hold
+    lines = [f"# Network benchmark ({payload['environment']['device']})", "", env_markdown(payload["environment"]), ""]
+    for suite, section in zip(SUITES, (_resnet_markdown, _layers_3d_markdown, _networks_3d_markdown)):
+        if suite in suites:
+            lines += section(payload)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main(argv=None) -> dict:
@@ -242,9 +411,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-classes", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
-    parser.add_argument("--skip-3d", action="store_true")
+    parser.add_argument("--suite", default=",".join(SUITES), help="comma-separated subset of " + ",".join(SUITES))
+    parser.add_argument("--skip-3d", action="store_true", help="leave out layers_3d (as --suite without it)")
+    parser.add_argument("--repeats-3d", type=int, default=None, help="rounds of networks_3d (10 GPU / 5 CPU)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny networks_3d shapes, 1 round
     parser.add_argument("--out", default=None, help=f"output folder (default {RESULTS})")
     args = parser.parse_args(argv)
+    suites = [x for x in args.suite.split(",") if x and not (args.skip_3d and x == "layers_3d")]
+    if unknown := set(suites) - set(SUITES):
+        parser.error(f"unknown --suite {sorted(unknown)}; choose from {','.join(SUITES)}")
     device = setup(args.device, args.threads, tf32=True)
     gpu = device.type == "cuda"
     if gpu:
@@ -255,9 +430,11 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (10 if gpu else 7)
     fft_repeats = args.fft_repeats or (repeats if gpu else 3)
     shape_3d = (4, 64, 32, 96, 96) if gpu else (2, 32, 8, 32, 32)
+    repeats_3d = args.repeats_3d or (1 if args.smoke else 10 if gpu else 5)
     payload = {
         "benchmark": "networks",
         "environment": environment(device),
+        "suites": suites,
         "resnet_config": {"batch": batch, "size": size, "num_classes": num_classes, "optimizer": "AdamW(lr=1e-4, fused=True)",
                           "tf32": gpu},
         "repeats": repeats,
@@ -267,8 +444,11 @@ def main(argv=None) -> dict:
         "resnet18": {},
         "conv3d_shape": list(shape_3d),
         "layers_3d": {},
+        "networks_3d_config": {"repeats": repeats_3d, "warmup": 1 if args.smoke else 2, "smoke": args.smoke,
+                               "optimizer": "Adam(lr=1e-4)", "unet": UNET_SMOKE if args.smoke else UNET},
+        "networks_3d": {},
     }
-    for name in [m for m in args.models.split(",") if m]:
+    for name in [m for m in args.models.split(",") if m and "resnet18" in suites]:
         print(f"[networks] resnet18 {name} ...", flush=True)
         try:
             row = bench_resnet(name, batch, size, num_classes, device, fft_repeats if name == "fft" else repeats)
@@ -280,7 +460,7 @@ def main(argv=None) -> dict:
         gc.collect()
         if gpu:
             torch.cuda.empty_cache()
-    if not args.skip_3d:
+    if "layers_3d" in suites:
         for method in ("conv3d", "crossd_rotation", "crossd_static"):
             print(f"[networks] 3D {method} {shape_3d} ...", flush=True)
             try:
@@ -293,7 +473,24 @@ def main(argv=None) -> dict:
             gc.collect()
             if gpu:
                 torch.cuda.empty_cache()
-    paths = write_results(f"networks_{device.type}", payload, markdown, args.out)
+    if "networks_3d" in suites:
+        for work in workloads_3d(args.smoke):
+            print(f"[networks] 3D {work['name']} batch {work['batch']} {work['input']} ...", flush=True)
+            try:
+                rows = bench_networks_3d(work, device, repeats_3d, payload["networks_3d_config"]["warmup"])
+                for key, row in rows.items():
+                    print(f"    {key}: Cross-D {row['crossd']['median_ms']:.1f} ms  "
+                          f"MONAI {row['monai']['median_ms']:.1f} ms", flush=True)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                rows = {work["name"]: {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}}
+            payload["networks_3d"].update(rows)
+            gc.collect()
+            if gpu:
+                torch.cuda.empty_cache()
+    # a subset of the suites or the smoke shapes get a file of their own: a full run's results stay
+    name = "_".join([f"networks_{device.type}"] + (suites if suites != list(SUITES) else []) + ["smoke"] * args.smoke)
+    paths = write_results(name, payload, markdown, args.out)
     print("wrote", *paths)
     return payload
 

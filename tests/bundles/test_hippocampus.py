@@ -146,3 +146,19 @@ def test_verify_and_export(trained, tmp_path):
     x = torch.randn(1, 1, 32, 48, 32)
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config, up_mode", [({"channels": CHANNELS}, "resize"), (None, "deconv")])
+def test_inference_builds_the_up_path_the_checkpoint_was_trained_with(tmp_path, config, up_mode):
+    """A model_config.json without `up_mode` (trained before the transposed layer) gives the resize network; no
+    model_config.json gives the current default."""
+    from monai.bundle import ConfigParser
+
+    if config is not None:
+        full = {"pixdim": [1.0] * 3, "spatial_size": [32, 48, 32], "strides": [2, 2, 2], "num_res_units": 0,
+                "conv_kwargs": None, "num_classes": 3, **config}  # fmt: skip
+        (tmp_path / "model_config.json").write_text(json.dumps(full))
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser["ckpt_dir"] = str(tmp_path)
+    assert parser.get_parsed_content("network_def").up_mode == up_mode

@@ -46,13 +46,17 @@ PATHS = ("grouped", "loop", "unfold")
 MIXED_PATHS = ("materialize", "mixed_unfold")
 """Formulations of :func:`per_sample_mixed_conv` (``"mixed_unfold"`` needs 2D or 3D inputs)."""
 
-# output positions per sample up to which the GEMM formulations are chosen, per device type. Both
-# trade FLOPs for memory traffic, and that trade depends on the positions only (kernels cost
-# B * O * I * P memory, the convolution B * O * I * P * L FLOPs). CPU values measured with ResNet18
-# stages at 64x64 inputs (fwd+bwd, batch 8; benchmarks/README.md): mixed_unfold wins by 2.5-13x at
-# 4x4 and 2x2 maps and loses by 2.7-10x at 8x8 and 16x16. CUDA values are a guess (not measured): the
-# grouped convolution is fast there and only the tiniest maps go the GEMM way.
-_MIXED_UNFOLD_MAX_POSITIONS = {"cpu": 32, "cuda": 16}
+# output positions per sample up to which the GEMM formulations are chosen, per (device type, spatial
+# dims). Both trade FLOPs for memory traffic, and that trade depends mostly on the positions (kernels
+# cost B * O * I * P memory, the convolution B * O * I * P * L FLOPs). CPU, 2D: measured with ResNet18
+# stages at 64x64 inputs (fwd+bwd, batch 8; benchmarks/README.md): mixed_unfold wins by 2.5-13x at 4x4
+# and 2x2 maps and loses by 2.7-10x at 8x8 and 16x16. CPU, 3D (no extra FLOPs there: P = Q = K^3):
+# measured fwd+bwd at the 3D UNet (batch 2, 64^3) and ResNet18 (batch 4 at 32^3, batch 16 at 28^3)
+# layer shapes (benchmarks/paths_3d.py, results/paths_3d_cpu.md): mixed_unfold wins by 10-40x at 1 and 8
+# positions, is level (0.85-1.7x either way) at 64 and loses by 1.6-20x from 512 positions up. CUDA
+# values are a guess (not measured): the grouped convolution is fast there and only the tiniest maps go
+# the GEMM way.
+_MIXED_UNFOLD_MAX_POSITIONS = {("cpu", 2): 32, ("cpu", 3): 64, ("cuda", 2): 16, ("cuda", 3): 16}
 _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
 
 
@@ -78,18 +82,19 @@ def select_path(
         stride, padding, dilation: of the convolution (``padding`` as numbers).
         mixed: choose among :data:`MIXED_PATHS` (for :func:`per_sample_mixed_conv`) instead of
             :data:`PATHS`.
+        transposed: for :func:`per_sample_conv_transpose` (``"grouped"`` or ``"loop"``). Defaults to False.
 
     Returns:
         a name from :data:`MIXED_PATHS` or :data:`PATHS`. Unknown devices get the plain paths
         (``"materialize"`` + ``"grouped"``).
     """
     nd = x.ndim - 2
-    if transposed:
+    if transposed:  # per_sample_conv_transpose: grouped measured faster than a loop at the 3D UNet up-convs
         return "grouped"
     positions = _out_positions(x.shape[2:], kernel_size, stride, padding, dilation)
     dev = x.device.type
     if mixed:
-        ok = nd in (2, 3) and x.shape[0] > 1 and positions <= _MIXED_UNFOLD_MAX_POSITIONS.get(dev, 0)
+        ok = x.shape[0] > 1 and positions <= _MIXED_UNFOLD_MAX_POSITIONS.get((dev, nd), 0)
         return "mixed_unfold" if ok else "materialize"
     ok = nd == 2 and x.shape[0] > 1 and positions <= _UNFOLD_MAX_POSITIONS.get(dev, 0)
     return "unfold" if ok else "grouped"

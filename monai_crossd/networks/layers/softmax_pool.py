@@ -50,9 +50,9 @@ def mlp_softmax_pool(
     bsz, _, n = x.shape
     hidden, m_out = w1.shape[0], w2.shape[0]
     chunk = min(n, chunk or max(1024, CHUNK_FLOATS // hidden))
-    h_buf, m_buf = x.new_empty(hidden, chunk), x.new_empty(m_out, chunk)
+    like = {"dtype": x.dtype, "device": x.device}  # torch.empty, not x.new_empty: x may be a MONAI MetaTensor
+    h_buf, m_buf, out = torch.empty((hidden, chunk), **like), torch.empty((m_out, chunk), **like), torch.empty((bsz, m_out), **like)
     b1c, b2c = b1[:, None], b2[:, None]
-    out = x.new_empty(bsz, m_out)
     for b in range(bsz):
         top = total = weighted = None
         for start in range(0, n, chunk):

@@ -6,11 +6,14 @@ level, ``model.2`` up path; ``conv``/``adn`` inside each convolution block; ``co
 ``residual`` inside residual units). MONAI's ``Convolution`` and ``ResidualUnit`` build their layers
 through ``Conv[Conv.CONV, dim]`` with no way to choose the type, hence the two small Cross-D blocks here.
 
-Up-sampling: a transposed convolution has no Cross-D counterpart and its weight shape depends on
-``spatial_dims``, so by default (``up_mode="resize"``) the up path is nearest-neighbour up-sampling by
-the level's stride followed by a stride-1 Cross-D conv ("resize-convolution"). Every parameter of the
-network then has the same shape in 2D and 3D. ``up_mode="deconv"`` keeps MONAI's ordinary
-``ConvTranspose`` up-convs instead; those layers are not Cross-D and do not transfer between 2D and 3D.
+Up-sampling (``up_mode``): ``"deconv"`` (default) is MONAI's structure, a transposed convolution by the
+level's stride, here a :class:`~monai_crossd.networks.blocks.CrossDConvTranspose` (a Cross-D knowledge base
+in ``ConvTranspose3d`` layout whose shape does not depend on ``spatial_dims``). ``"resize"`` is
+nearest-neighbour up-sampling followed by a stride-1 Cross-D conv ("resize-convolution"), the only up path
+before the transposed layer existed: it runs each up-conv at the higher resolution (in 3D 8x the
+multiply-adds of the transposed conv). Both keep every parameter 2D/3D-shareable; their ``state_dict`` keys
+are the same but the up-conv weights are transposed to each other, so a checkpoint loads only into the mode
+it was trained with (``up_mode="resize"`` for checkpoints from before the transposed layer).
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.blocks import ADN, Convolution
+from monai.networks.blocks import ADN
 from monai.networks.layers.factories import Act, Conv, Norm
 from monai.networks.layers.simplelayers import SkipConnection
 
+from monai_crossd.networks.blocks.crossd_conv_transpose import CrossDConvTranspose
 from monai_crossd.networks.nets._utils import check_conv_kwargs, check_cubic_kernel, check_input, make_act, make_norm
 
 __all__ = ["CrossDConvolution", "CrossDResidualUnit", "CrossDUNet", "UP_MODES"]
 
-UP_MODES = ("resize", "deconv")
+UP_MODES = ("deconv", "resize")
 
 
 def _is_strided(strides: Sequence[int] | int) -> bool:
@@ -66,9 +70,11 @@ def _adn(
 class CrossDConvolution(nn.Sequential):
     """A Cross-D conv followed by norm, dropout and activation: MONAI's ``Convolution`` with a Cross-D ``conv``.
 
-    ``-- [up] -- conv -- adn (Norm -- Dropout -- Act) --``; ``conv_only`` drops ``adn``. With ``upsample``
-    the input is first enlarged by ``strides`` (nearest neighbour, module ``up``) and ``conv`` has stride 1:
-    the Cross-D stand-in for MONAI's transposed ``Convolution``.
+    ``-- [up] -- conv -- adn (Norm -- Dropout -- Act) --``; ``conv_only`` drops ``adn``. With
+    ``is_transposed`` ``conv`` is a :class:`~monai_crossd.networks.blocks.CrossDConvTranspose` up-sampling by
+    ``strides`` (padding ``K // 2``, output padding ``strides - 1``, as MONAI's transposed ``Convolution``).
+    With ``upsample`` the input is first enlarged by ``strides`` (nearest neighbour, module ``up``) and
+    ``conv`` has stride 1 (resize-convolution).
 
     Args:
         spatial_dims: 2 or 3.
@@ -84,6 +90,7 @@ class CrossDConvolution(nn.Sequential):
         bias: convolution bias. Defaults to True.
         conv_only: no norm/dropout/activation. Defaults to False.
         upsample: up-sample by ``strides`` before a stride-1 conv. Defaults to False.
+        is_transposed: a Cross-D transposed conv by ``strides``. Defaults to False.
         conv_kwargs: extra :class:`~monai_crossd.networks.blocks.CrossDConv` arguments. Defaults to None.
 
     Example:
@@ -108,8 +115,11 @@ class CrossDConvolution(nn.Sequential):
         conv_only: bool = False,
         upsample: bool = False,
         conv_kwargs: Mapping | None = None,
+        is_transposed: bool = False,
     ) -> None:
         super().__init__()
+        if upsample and is_transposed:
+            raise ValueError("`upsample` and `is_transposed` are two ways to up-sample; set one of them.")
         k = check_cubic_kernel(kernel_size, spatial_dims, "kernel_size")
         kw = check_conv_kwargs(conv_kwargs)
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
@@ -119,10 +129,15 @@ class CrossDConvolution(nn.Sequential):
             if _is_strided(strides):
                 scale = float(strides) if isinstance(strides, int) else tuple(float(s) for s in strides)
                 self.add_module("up", nn.Upsample(scale_factor=scale, mode="nearest"))
-        conv_type = Conv["crossd", spatial_dims]
-        self.add_module(
-            "conv", conv_type(in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw)
-        )
+        if is_transposed:
+            output_padding = [s - 1 for s in ((strides,) * spatial_dims if isinstance(strides, int) else strides)]
+            conv: nn.Module = CrossDConvTranspose(
+                spatial_dims, in_channels, out_channels, k, stride=strides, padding=k // 2,
+                output_padding=output_padding, bias=bias, **kw,
+            )  # fmt: skip
+        else:
+            conv = Conv["crossd", spatial_dims](in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw)
+        self.add_module("conv", conv)
         if conv_only or (act is None and norm is None and dropout is None):
             return
         self.add_module("adn", _adn(out_channels, spatial_dims, adn_ordering, act, norm, dropout, dropout_dim))
@@ -204,12 +219,11 @@ class CrossDUNet(nn.Module):
     ``act`` and ``dropout`` reach every block; ``conv_kwargs`` reaches every Cross-D conv. The rotation
     networks inside the Cross-D layers keep the paper's own BatchNorm and ReLU.
 
-    The up path (see the module docstring): with ``up_mode="resize"`` (default) it is nearest-neighbour
-    up-sampling by the level's stride and a Cross-D conv, and a 2D network's ``state_dict`` loads
-    strictly into the 3D one of the same configuration and back, provided the norm's parameters do not
-    depend on ``spatial_dims`` (batch, instance, group do; MONAI's "layer" with a spatial
-    ``normalized_shape`` does not). ``up_mode="deconv"`` uses MONAI's ordinary ``ConvTranspose``
-    ``Convolution`` blocks as ``monai.networks.nets.UNet`` does: not Cross-D, not 2D/3D transferable.
+    The up path (see the module docstring) is a Cross-D transposed conv by the level's stride
+    (``up_mode="deconv"``, MONAI's structure and cost) or nearest-neighbour up-sampling and a Cross-D conv
+    (``"resize"``). Either way a 2D network's ``state_dict`` loads strictly into the 3D one of the same
+    configuration and back, provided the norm's parameters do not depend on ``spatial_dims`` (batch,
+    instance, group do; MONAI's "layer" with a spatial ``normalized_shape`` does not).
 
     Args:
         spatial_dims: 2 or 3.
@@ -227,7 +241,8 @@ class CrossDUNet(nn.Module):
         adn_ordering: order of activation (A), dropout (D) and normalisation (N). Defaults to ``"NDA"``.
         conv_kwargs: extra :class:`~monai_crossd.networks.blocks.CrossDConv` arguments for every Cross-D
             conv, e.g. ``{"rotation": False}``. Defaults to None.
-        up_mode: ``"resize"`` or ``"deconv"``. Defaults to ``"resize"``.
+        up_mode: ``"deconv"`` or ``"resize"``; a checkpoint loads only with the mode it was trained with.
+            Defaults to ``"deconv"``.
 
     Example:
         >>> net = CrossDUNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
@@ -256,7 +271,7 @@ class CrossDUNet(nn.Module):
         bias: bool = True,
         adn_ordering: str = "NDA",
         conv_kwargs: Mapping | None = None,
-        up_mode: str = "resize",
+        up_mode: str = "deconv",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -285,6 +300,12 @@ class CrossDUNet(nn.Module):
             close = difflib.get_close_matches(str(up_mode), UP_MODES, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"`up_mode` should be one of {UP_MODES}, got {up_mode!r}.{hint}")
+        padding_mode = (conv_kwargs or {}).get("padding_mode", "zeros")
+        if up_mode == "deconv" and padding_mode != "zeros":
+            raise ValueError(
+                f"`conv_kwargs` padding_mode={padding_mode!r} cannot apply to the transposed up-convs of "
+                "up_mode='deconv' (only zeros); use up_mode='resize'."
+            )
         make_norm(norm, spatial_dims, channels[0])  # fail early, with the argument named
         make_act(act)
         self.dimensions = spatial_dims
@@ -335,18 +356,11 @@ class CrossDUNet(nn.Module):
 
     def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
         conv_only = is_top and self.num_res_units == 0
-        conv: nn.Module
-        if self.up_mode == "resize":
-            conv = CrossDConvolution(
-                self.dimensions, in_channels, out_channels, strides=strides, kernel_size=self.up_kernel_size,
-                conv_only=conv_only, upsample=True, **self._block_args(),
-            )  # fmt: skip
-        else:
-            conv = Convolution(
-                self.dimensions, in_channels, out_channels, strides=strides, kernel_size=self.up_kernel_size,
-                adn_ordering=self.adn_ordering, act=self.act, norm=self.norm, dropout=self.dropout,
-                bias=self.bias, conv_only=conv_only, is_transposed=True,
-            )  # fmt: skip
+        conv: nn.Module = CrossDConvolution(
+            self.dimensions, in_channels, out_channels, strides=strides, kernel_size=self.up_kernel_size,
+            conv_only=conv_only, upsample=self.up_mode == "resize", is_transposed=self.up_mode == "deconv",
+            **self._block_args(),
+        )  # fmt: skip
         if self.num_res_units > 0:
             ru = CrossDResidualUnit(
                 self.dimensions, out_channels, out_channels, strides=1, kernel_size=self.kernel_size,

@@ -77,3 +77,12 @@ def test_inference_form_only_without_gradients_on_running_stats():
         assert not net.train()._fused(x)  # batch statistics
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not net.eval()._fused(x)
+
+
+def test_inference_form_takes_monai_metatensors():
+    from monai.data import MetaTensor
+
+    net = trained_net(2).eval()
+    x = torch.randn(1, 2, 4, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.as_tensor(net(MetaTensor(x))), literal(net, x), atol=1e-12, rtol=0)

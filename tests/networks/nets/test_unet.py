@@ -8,7 +8,7 @@ import torch.nn as nn
 from monai.networks.blocks import ADN
 from monai.networks.nets import UNet
 
-from monai_crossd.networks.blocks import CrossDConv, RotationNetwork
+from monai_crossd.networks.blocks import CrossDConv, CrossDConvTranspose, RotationNetwork
 from monai_crossd.networks.nets import CrossDConvolution, CrossDResidualUnit, CrossDUNet
 
 BASE = dict(in_channels=1, out_channels=3, channels=(4, 8, 16), strides=(2, 2))
@@ -27,7 +27,7 @@ for dim, size in ((2, (16, 16)), (3, (8, 16, 16))):
     for res in (0, 1, 2):
         SHAPE_CASES.append([dim, dict(num_res_units=res), (2, 1, *size), (2, 3, *size)])
     SHAPE_CASES.append([dim, dict(strides=(2, 1), kernel_size=5, up_kernel_size=1), (2, 1, *size), (2, 3, *size)])
-    SHAPE_CASES.append([dim, dict(up_mode="deconv", num_res_units=1), (2, 1, *size), (2, 3, *size)])
+    SHAPE_CASES.append([dim, dict(up_mode="resize", num_res_units=1), (2, 1, *size), (2, 3, *size)])
     SHAPE_CASES.append(
         [dim, dict(channels=(4, 8), strides=(2,), dropout=0.1, norm="batch"), (2, 1, *size), (2, 3, *size)]
     )
@@ -47,11 +47,11 @@ def test_mirrors_monai_unet(up_mode, num_res_units):
     ours = CrossDUNet(2, **BASE, num_res_units=num_res_units, up_mode=up_mode)
     theirs = UNet(2, **BASE, num_res_units=num_res_units)
     assert {k for k in ours.state_dict() if ".rotation_net." not in k} == set(theirs.state_dict())
-    convs = [m for m in ours.modules() if isinstance(m, CrossDConv)]
+    convs = [m for m in outside_rotation(ours) if isinstance(m, CrossDConv)]
     plain = [m for m in theirs.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    transposed = [m for m in ours.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert len(convs) + len(transposed) == len(plain)
-    assert (len(transposed) == 0) == (up_mode == "resize")
+    assert len(convs) == len(plain) and not any(isinstance(m, nn.ConvTranspose2d) for m in ours.modules())
+    transposed = [m for m in convs if isinstance(m, CrossDConvTranspose)]
+    assert len(transposed) == (0 if up_mode == "resize" else sum(isinstance(m, nn.ConvTranspose2d) for m in plain))
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert ours.eval()(x).shape == theirs.eval()(x).shape
@@ -75,10 +75,30 @@ def test_state_dict_round_trip(norm, num_res_units, src, dst):
         assert b.eval()(torch.randn(shape)).shape == (2, 3, *shape[2:])
 
 
-def test_deconv_is_not_transferable():
-    a, b = CrossDUNet(2, **BASE, up_mode="deconv"), CrossDUNet(3, **BASE, up_mode="deconv")
-    with pytest.raises(RuntimeError, match="size mismatch"):
-        b.load_state_dict(a.state_dict(), strict=True)
+@pytest.mark.parametrize("num_res_units", [0, 2])
+def test_3d_deconv_has_monai_unet_parameter_shapes(num_res_units):
+    """Outside the rotation networks, every parameter of the 3D network has the shape of MONAI's UNet's."""
+    ours = CrossDUNet(3, **BASE, num_res_units=num_res_units)
+    theirs = UNet(3, **BASE, num_res_units=num_res_units)
+    shapes = {k: v.shape for k, v in ours.state_dict().items() if ".rotation_net." not in k}
+    assert shapes == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+@pytest.mark.parametrize("up_mode", ["deconv", "resize"])
+def test_up_modes_are_transferable_but_not_interchangeable(up_mode):
+    a, b = CrossDUNet(2, **BASE, up_mode=up_mode), CrossDUNet(3, **BASE, up_mode=up_mode)
+    assert str(b.load_state_dict(a.state_dict(), strict=True)) == "<All keys matched successfully>"
+    other = CrossDUNet(3, **BASE, up_mode="resize" if up_mode == "deconv" else "deconv")
+    with pytest.raises(RuntimeError, match="size mismatch for model.2.conv.weight"):
+        other.load_state_dict(a.state_dict(), strict=True)
+
+
+def test_deconv_up_path_is_a_cross_d_transposed_conv():
+    net = CrossDUNet(3, **BASE, num_res_units=1)
+    up = net.model[2][0]  # the top level's up path: transposed conv, then the residual unit
+    assert isinstance(up.conv, CrossDConvTranspose) and up.conv.stride == (2, 2, 2)
+    assert up.conv.padding == (1, 1, 1) and up.conv.output_padding == (1, 1, 1)
+    assert [n for n, _ in up.named_children()] == ["conv", "adn"]
 
 
 # ---------------------------------------------------------------- options reach every layer
@@ -108,11 +128,20 @@ def test_norm_act_reach_every_layer(dim, norm, norm_type, act, act_type, num_res
         assert all(m.num_groups == 2 for m in norms)
 
 
-def test_conv_kwargs_reach_every_conv():
-    net = CrossDUNet(3, **BASE, num_res_units=2, conv_kwargs={"rotation": False, "padding_mode": "replicate"})
+@pytest.mark.parametrize("up_mode", ["deconv", "resize"])
+def test_conv_kwargs_reach_every_conv(up_mode):
+    kw = {"rotation": False, "rotation_init": "identity"}
+    net = CrossDUNet(3, **BASE, num_res_units=2, conv_kwargs=kw, up_mode=up_mode)
     convs = [m for m in net.modules() if isinstance(m, CrossDConv)]
     assert len(convs) == 3 * 2 + 3 + 2 * 2  # down units, strided/channel residuals, up convs + up residual units
-    assert all(not c.rotation and c.padding_mode == "replicate" for c in convs)
+    assert all(not c.rotation and c.rotation_init == "identity" for c in convs)
+    net = CrossDUNet(3, **BASE, conv_kwargs={"padding_mode": "replicate"}, up_mode="resize")
+    assert all(c.padding_mode == "replicate" for c in net.modules() if isinstance(c, CrossDConv))
+
+
+def test_padding_mode_needs_the_resize_up_path():
+    with pytest.raises(ValueError, match=r"padding_mode='reflect'.* up_mode='deconv'.* use up_mode='resize'"):
+        CrossDUNet(3, **BASE, conv_kwargs={"padding_mode": "reflect"})
 
 
 def test_blocks():
