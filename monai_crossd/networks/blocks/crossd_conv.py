@@ -26,7 +26,7 @@ from monai_crossd.networks.layers.fourier_shift import (
     shift_operators,
 )
 from monai_crossd.networks.layers.per_sample_conv import per_sample_conv, per_sample_mixed_conv
-from monai_crossd.networks.layers.softmax_pool import mlp_softmax_pool, softmax_pool
+from monai_crossd.networks.layers.softmax_pool import bn_mlp_softmax_pool, mlp_softmax_pool, softmax_pool
 
 __all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
 
@@ -57,9 +57,10 @@ class RotationNetwork(nn.Sequential):
     The parameters are those of 2D pointwise layers (``Conv2d`` 1x1, ``BatchNorm2d``), so the 2D and 3D
     layers share one ``state_dict``; the computation is two GEMMs over the ``(B, C, N)`` view of the input
     (any number of spatial dims), which is exactly the pointwise result, BatchNorm statistics included.
-    Without gradients and with BatchNorm on its running statistics (inference), BatchNorm is folded into
-    the first layer and the positions are processed in cache-sized chunks
-    (:func:`~monai_crossd.networks.layers.softmax_pool.mlp_softmax_pool`).
+    The positions are processed in cache-sized chunks so that the ``(B, 16, N)`` hidden layer is never
+    stored (:mod:`monai_crossd.networks.layers.softmax_pool`): in inference BatchNorm is folded into the
+    first layer, in training its batch statistics come from a first chunked pass and the running
+    statistics are updated as ``nn.BatchNorm2d`` does.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int = 16) -> None:
@@ -70,30 +71,49 @@ class RotationNetwork(nn.Sequential):
             nn.Conv2d(hidden_channels, 4, 1),
         )
 
-    def _fused(self, x: torch.Tensor) -> bool:
-        """Inference form possible: no gradient, BatchNorm on running stats, eager mode, no autocast."""
+    def _form(self, x: torch.Tensor) -> str:
+        """``"inference"`` (running statistics, no gradient), ``"training"`` (batch statistics) or ``"plain"``.
+
+        The chunked forms run in eager mode without autocast; the plain form (the layers one after the other,
+        as GEMMs) serves tracing, ``torch.compile`` and autocast. The training form's backward is
+        ``once_differentiable`` (no double backward through the rotation network).
+        """
         bn = self[1]
-        if bn.training or bn.running_mean is None:
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return False
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-            return False
-        return not torch.is_autocast_enabled(x.device.type)
+            return "plain"
+        if torch.is_autocast_enabled(x.device.type) or not bn.affine:
+            return "plain"
+        if not (bn.training or bn.running_mean is None):
+            grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+            return "plain" if grad else "inference"
+        return "training" if x.shape[0] * x[0, 0].numel() > 1 else "plain"  # one value: BatchNorm's own error
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial) -> (B, 4)``: the softmax-weighted spatial sum of each output map (Eq. 1)."""
         conv1, bn, _, conv2 = self
+        form = self._form(x)
+        if form != "plain":
+            x = x.as_subclass(torch.Tensor)  # MONAI's MetaTensor: plain GEMMs into reused buffers
         xv = x.reshape(x.shape[0], x.shape[1], -1)  # a view for contiguous inputs
         w1, w2 = conv1.weight.flatten(1), conv2.weight.flatten(1)
-        if self._fused(x):
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            scale = scale if bn.weight is None else bn.weight * scale
-            shift = (conv1.bias - bn.running_mean) * scale
-            shift = shift if bn.bias is None else shift + bn.bias
+        if form == "inference":
+            scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+            shift = (conv1.bias - bn.running_mean) * scale + bn.bias
             return mlp_softmax_pool(xv, w1 * scale[:, None], shift, w2, conv2.bias)
+        if form == "training":
+            out, mean, var = bn_mlp_softmax_pool(xv, w1, conv1.bias, bn.weight, bn.bias, w2, conv2.bias, bn.eps)
+            if bn.track_running_stats and bn.training:  # as nn.BatchNorm2d updates them (unbiased variance)
+                with torch.no_grad():
+                    bn.num_batches_tracked.add_(1)
+                    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+                    count = xv.shape[0] * xv.shape[2]
+                    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), factor)
+                    bn.running_var.lerp_((var * count / (count - 1)).to(bn.running_var.dtype), factor)
+            return out
         hidden = torch.matmul(w1, xv) + conv1.bias[:, None]  # (B, H, N)
-        hidden = bn(hidden.unsqueeze(-1)).squeeze(-1).relu_()  # the module itself: running stats, momentum
+        # the module itself (running stats, momentum); ReLU in place on its output, not on a view of it (an
+        # in-place op on a view costs an as_strided copy in backward)
+        hidden = bn(hidden.unsqueeze(-1)).relu_().squeeze(-1)
         maps = torch.matmul(w2, hidden) + conv2.bias[:, None]  # (B, 4, N)
         return softmax_pool(maps)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from monai_crossd.networks.blocks import RotationNetwork
-from monai_crossd.networks.layers.softmax_pool import mlp_softmax_pool, softmax_pool
+from monai_crossd.networks.layers.softmax_pool import bn_mlp_softmax_pool, mlp_softmax_pool, softmax_pool
 
 
 def literal(net: RotationNetwork, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def test_inference_form_equals_the_literal_layers(shape):
     net = trained_net(shape[1]).eval()
     x = torch.randn(*shape, dtype=torch.float64) * 2
     with torch.no_grad():
-        assert net._fused(x)
+        assert net._form(x) == "inference"
         torch.testing.assert_close(net(x), literal(net, x), atol=1e-12, rtol=0)
 
 
@@ -71,12 +71,12 @@ def test_training_form_equals_the_literal_layers_with_gradients_and_running_stat
 def test_inference_form_only_without_gradients_on_running_stats():
     net = trained_net(3).eval()
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    assert not net._fused(x)  # parameters require grad
+    assert net._form(x) == "plain"  # parameters require grad
     with torch.no_grad():
-        assert net._fused(x)
-        assert not net.train()._fused(x)  # batch statistics
+        assert net._form(x) == "inference"
+        assert net.train()._form(x) == "training"  # batch statistics
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not net.eval()._fused(x)
+            assert net.eval()._form(x) == "plain"
 
 
 def test_inference_form_takes_monai_metatensors():
@@ -86,3 +86,26 @@ def test_inference_form_takes_monai_metatensors():
     x = torch.randn(1, 2, 4, 5, 6, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(torch.as_tensor(net(MetaTensor(x))), literal(net, x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_training_form_gradcheck_across_chunks(chunk):
+    torch.manual_seed(2)
+    args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 13), (6, 3), (6,), (6,), (6,), (4, 6), (4,))]
+    fn = lambda *a: bn_mlp_softmax_pool(*a, 1e-5, chunk)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(args))
+
+
+def test_training_form_statistics_and_cumulative_momentum():
+    net, ref = trained_net(3), None
+    ref = copy.deepcopy(net)
+    net[1].momentum = ref[1].momentum = None  # cumulative moving average
+    x = torch.randn(4, 3, 6, 5, dtype=torch.float64) * 2 + 3
+    torch.testing.assert_close(net(x), literal(ref, x), atol=1e-12, rtol=0)
+    for (name, b), c in zip(net.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b, c, atol=1e-12, rtol=0, msg=name)
+    _, mean, var = bn_mlp_softmax_pool(x.flatten(2), net[0].weight.flatten(1), net[0].bias, net[1].weight,
+                                       net[1].bias, net[3].weight.flatten(1), net[3].bias, 1e-5, chunk=7)  # fmt: skip
+    hidden = torch.einsum("hc,bcn->bhn", net[0].weight.flatten(1), x.flatten(2)) + net[0].bias[:, None]
+    torch.testing.assert_close(mean, hidden.mean(dim=(0, 2)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(var, hidden.var(dim=(0, 2), unbiased=False), atol=1e-12, rtol=0)
