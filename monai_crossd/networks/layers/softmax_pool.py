@@ -12,7 +12,8 @@ input, with the hidden layer kept in one cache-sized chunk at a time:
   grows, as in streaming softmax), so neither the hidden layer nor the ``(B, 4, N)`` maps are stored.
 - :func:`bn_mlp_softmax_pool` (training, batch statistics): one chunked pass for the statistics of
   ``W1 x + b1``, one for the maps (only the ``(B, 4, N)`` maps are stored); the backward pass recomputes
-  the hidden layer chunk by chunk (twice: BatchNorm's gradient needs two sums over all positions first).
+  the hidden layer chunk by chunk once (the parts of BatchNorm's gradient that need sums over all
+  positions are affine in ``x`` and applied afterwards).
 - :func:`softmax_pool`: the aggregation alone, for the plain form (autocast, tracing, double backward).
 """
 
@@ -139,48 +140,56 @@ class _BNMLPSoftmaxPool(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _mean, _var):
         x, w1, b1, gamma, beta, w2, maps, top, total, out, mean, invstd = ctx.saved_tensors
-        (bsz, _, npos), hid, m_out = x.shape, w1.shape[0], w2.shape[0]
-        chunks, scratch = _chunks(x, hid, ctx.chunk), _Scratch(x)
+        (bsz, chans, npos), hid, m_out = x.shape, w1.shape[0], w2.shape[0]
         count = bsz * npos
-        w1e, w2te = w1.expand(bsz, *w1.shape), w2.t().expand(bsz, hid, m_out)
-        b1c, meanc, invstdc, gammac, betac = b1[:, None], mean[:, None], invstd[:, None], gamma[:, None], beta[:, None]
+        scratch = _Scratch(x)
+        # hhat = (W1 x + b1 - mean) * invstd = W1n x + c: the normalised hidden layer, recomputed per chunk
+        w1n = w1 * invstd[:, None]
+        w1ne, c = w1n.expand(bsz, hid, chans), ((b1 - mean) * invstd)[:, None]
+        w2te, gammac, betac = w2.t().expand(bsz, hid, m_out), gamma[:, None], beta[:, None]
         outc, gradc = out[..., None], grad_out[..., None]
-
-        def recompute(sl):
-            """The chunk's normalised hidden layer, rectified BatchNorm output, gradient at the maps (d/dm_k of
-            sum_n m_n softmax(m)_n is s_k (1 + m_k - out)) and at BatchNorm's output."""
-            n = sl.stop - sl.start
-            hhat = torch.bmm(w1e, x[:, :, sl], out=scratch("h", bsz, hid, n)).add_(b1c).sub_(meanc).mul_(invstdc)
+        need_x = ctx.needs_input_grad[0]
+        g_x = torch.empty_like(x) if need_x else None
+        w1tke = (w1.t() * (gamma * invstd)).expand(bsz, chans, hid)  # W1^T diag(k), k = gamma * invstd
+        g_w2, g_b2 = torch.zeros_like(w2), torch.zeros_like(w2[:, 0])
+        sum_g, sum_gh, sum_hhat = torch.zeros_like(gamma), torch.zeros_like(gamma), torch.zeros_like(gamma)
+        g_pre_x, hhat_x, sum_x = torch.zeros_like(w1), torch.zeros_like(w1), torch.zeros_like(w1[0])
+        # One pass. BatchNorm's input gradient k (g_pre - mean(g_pre) - hhat mean(g_pre hhat)) needs two sums
+        # over all positions; the terms with them are affine in x (hhat is), so they are applied after the
+        # pass as a correction of g_x = W1^T diag(k) g_pre, and g_W1 is assembled from sums over the pass.
+        for sl in _chunks(x, hid, ctx.chunk):
+            n, xc = sl.stop - sl.start, x[:, :, sl]
+            hhat = torch.bmm(w1ne, xc, out=scratch("h", bsz, hid, n)).add_(c)
             act = torch.mul(hhat, gammac, out=scratch("a", bsz, hid, n)).add_(betac)
             mask = torch.gt(act, 0, out=scratch("mask", bsz, hid, n, dtype=torch.bool))
             act.relu_()
-            m = maps[:, :, sl]
+            m = maps[:, :, sl]  # d/dm_k of sum_n m_n softmax(m)_n is s_k (1 + m_k - out)
             g_maps = torch.sub(m, top, out=scratch("gm", bsz, m_out, n)).exp_().div_(total)
             g_maps.mul_(torch.sub(m, outc, out=scratch("t", bsz, m_out, n)).add_(1)).mul_(gradc)
-            g_pre = torch.bmm(w2te, g_maps, out=scratch("gp", bsz, hid, n)).mul_(mask)
-            return hhat, act, g_maps, g_pre
-
-        g_w2, g_b2 = torch.zeros_like(w2), torch.zeros_like(w2[:, 0])
-        sum_g, sum_gh = torch.zeros_like(gamma), torch.zeros_like(gamma)
-        for sl in chunks:  # BatchNorm's gradient needs two sums over all positions first
-            hhat, act, g_maps, g_pre = recompute(sl)
+            g_pre = torch.bmm(w2te, g_maps, out=scratch("gp", bsz, hid, n)).mul_(mask)  # at BatchNorm's output
             g_w2 += torch.bmm(g_maps, act.transpose(1, 2)).sum(0)
             g_b2 += g_maps.sum(dim=(0, 2))
+            xt = xc.transpose(1, 2)
+            g_pre_x += torch.bmm(g_pre, xt).sum(0)
+            hhat_x += torch.bmm(hhat, xt).sum(0)
+            sum_x += xc.sum(dim=(0, 2))
             sum_g += g_pre.sum(dim=(0, 2))
-            sum_gh += act.copy_(g_pre).mul_(hhat).sum(dim=(0, 2))
-        k = (gamma * invstd)[:, None]
-        mean_g, mean_gh = (sum_g / count)[:, None], (sum_gh / count)[:, None]
-        need_x = ctx.needs_input_grad[0]
-        g_x = torch.empty_like(x) if need_x else None
-        g_w1, g_b1 = torch.zeros_like(w1), torch.zeros_like(b1)
-        w1te = w1.t().expand(bsz, *w1.t().shape)
-        for sl in chunks:
-            hhat, _, _, g_pre = recompute(sl)
-            grad_h = g_pre.sub_(mean_g).sub_(hhat.mul_(mean_gh)).mul_(k)  # (B, H, n)
+            sum_hhat += hhat.sum(dim=(0, 2))
+            sum_gh += hhat.mul_(g_pre).sum(dim=(0, 2))
             if need_x:
-                g_x[:, :, sl] = torch.bmm(w1te, grad_h, out=scratch("gx", bsz, x.shape[1], sl.stop - sl.start))
-            g_w1 += torch.bmm(grad_h, x[:, :, sl].transpose(1, 2)).sum(0)
-            g_b1 += grad_h.sum(dim=(0, 2))
+                g_x[:, :, sl] = torch.bmm(w1tke, g_pre, out=scratch("gx", bsz, chans, n))
+        k = gamma * invstd
+        mean_g, mean_gh = sum_g / count, sum_gh / count
+        if need_x:  # g_x -= W1^T (k mean_g) + W1^T diag(k mean_gh) hhat, hhat = W1n x + c
+            kg = k * mean_gh
+            lin = (w1.t() * kg) @ w1n  # (C, C)
+            const = (w1.t() @ (k * mean_g + kg * c[:, 0]))[:, None]
+            lin_e = lin.expand(bsz, chans, chans)
+            for sl in _chunks(x, hid, ctx.chunk):
+                g_x[:, :, sl] -= torch.bmm(lin_e, x[:, :, sl], out=scratch("gx", bsz, chans, sl.stop - sl.start)).add_(const)
+        # g_W1 = sum_n g_h x^T with g_h = k (g_pre - mean_g - hhat mean_gh); g_b1 = sum_n g_h
+        g_w1 = k[:, None] * (g_pre_x - mean_g[:, None] * sum_x - mean_gh[:, None] * hhat_x)
+        g_b1 = k * (sum_g - count * mean_g - mean_gh * sum_hhat)
         return g_x, g_w1, g_b1, sum_gh, sum_g, g_w2, g_b2, None, None
 
 
