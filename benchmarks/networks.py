@@ -1,7 +1,8 @@
 """Network speed: ResNet18, 3D Cross-D layers against ``nn.Conv3d``, 3D Cross-D networks against MONAI's.
 
 ResNet18 (2D, ``resnet18``), one training step (forward, cross-entropy, backward, fused ``AdamW.step``) and one
-inference forward (``eval``, ``no_grad``), median of ``--repeats``:
+inference forward (``eval``, ``no_grad``), median of ``--repeats``; ``plain`` and ``crossd`` are timed in one
+loop, one call each per round in rotating order (``measure_interleaved``), ``fft`` on its own:
 
 - ``plain``: ``torchvision.models.resnet18``;
 - ``crossd``: ``monai_crossd.networks.nets.crossd_resnet18(2, 3, num_classes)``; the formulation
@@ -144,32 +145,45 @@ def crossd_paths(model: nn.Module, x: torch.Tensor) -> dict:
     return seen
 
 
-def bench_resnet(name: str, batch: int, size: int, num_classes: int, device, repeats: int) -> dict:
-    torch.manual_seed(0)
-    model = build(name, num_classes).to(device)
+def bench_resnet(names: list[str], batch: int, size: int, num_classes: int, device, repeats: int) -> dict:
+    """Rows ``{name: row}`` of the 2D ResNet18s ``names``, all timed in one loop (``measure_interleaved``).
+
+    ``main`` passes ``plain`` and ``crossd`` together (one call each per round, rotating order, so their
+    ratio compares calls made under the same machine load) and ``fft`` on its own.
+    """
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
-    opt = make_optimizer(model, device)
 
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    def make_fns(model):
+        opt = make_optimizer(model, device)
 
-    def infer():
-        with torch.no_grad():
-            model(x)
+        def train_step():
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
 
-    slow = name == "fft" and device.type == "cpu"  # ~28 s per literal-FFT CPU step: the memory call is the warm-up
-    row = {"parameters": sum(p.numel() for p in model.parameters())}
-    for kind, mode, fn in (("train_step", True, train_step), ("inference", False, infer)):
-        model.train(mode)
-        memory = peak_memory(fn, device) if slow else None
-        row[kind] = measure(fn, device, repeats, warmup=0 if slow else 2)
-        row[kind]["memory"] = memory or peak_memory(fn, device)
-    if name == "crossd":
-        row["paths"] = crossd_paths(model.train(), x)
-    return row
+        def infer():
+            with torch.no_grad():
+                model(x)
+        return train_step, infer
+
+    models, train, infer = {}, {}, {}
+    for name in names:
+        torch.manual_seed(0)
+        models[name] = build(name, num_classes).to(device)
+        train[name], infer[name] = make_fns(models[name])
+    slow = "fft" in names and device.type == "cpu"  # ~28 s per literal-FFT CPU step: the memory call is the warm-up
+    rows = {name: {"parameters": sum(p.numel() for p in model.parameters())} for name, model in models.items()}
+    for kind, mode, fns in (("train_step", True, train), ("inference", False, infer)):
+        for model in models.values():
+            model.train(mode)
+        memory = {name: peak_memory(fn, device) for name, fn in fns.items()} if slow else {}
+        times = measure_interleaved(fns, device, repeats, warmup=0 if slow else 2)
+        for name, fn in fns.items():
+            rows[name][kind] = dict(times[name], memory=memory.get(name) or peak_memory(fn, device))
+    if "crossd" in rows:
+        rows["crossd"]["paths"] = crossd_paths(models["crossd"].train(), x)
+    return rows
 
 
 def bench_3d(method: str, shape, device, repeats: int) -> dict:
@@ -304,8 +318,9 @@ def _resnet_markdown(payload: dict) -> list[str]:
         f"## ResNet18: batch {cfg['batch']}, {cfg['size']}x{cfg['size']}, {cfg['num_classes']} classes, {cfg['optimizer']} + cross-entropy",
         "",
         f"Median ms of {payload['repeats']} after 2 warm-up calls (fft: {payload['fft_repeats']}, "
-        f"{'after its peak-memory call as the only warm-up' if payload['environment']['device'] == 'cpu' else 'same warm-up'}); ratios to `plain` of the same run; "
-        f"peak memory: {payload['memory_measured']}. CPU-time ratios use process CPU time (all threads): "
+        f"{'after its peak-memory call as the only warm-up' if payload['environment']['device'] == 'cpu' else 'same warm-up'}); ratios to `plain` of the same run."
+        f"{' ' + payload['resnet_timing'] if 'resnet_timing' in payload else ''} "  # absent from older files
+        f"Peak memory: {payload['memory_measured']}. CPU-time ratios use process CPU time (all threads): "
         "steadier than wall time on a shared machine with one thread, not meaningful for GPU runs.",
         "",
         "| model | params (M) | train step ms | x plain | inference ms | x plain | train peak MiB | inference peak MiB "
@@ -420,6 +435,9 @@ def main(argv=None) -> dict:
     suites = [x for x in args.suite.split(",") if x and not (args.skip_3d and x == "layers_3d")]
     if unknown := set(suites) - set(SUITES):
         parser.error(f"unknown --suite {sorted(unknown)}; choose from {','.join(SUITES)}")
+    models = [x for x in args.models.split(",") if x]
+    if unknown := set(models) - set(MODELS):
+        parser.error(f"unknown --models {sorted(unknown)}; choose from {','.join(MODELS)}")
     device = setup(args.device, args.threads, tf32=True)
     gpu = device.type == "cuda"
     if gpu:
@@ -439,6 +457,8 @@ def main(argv=None) -> dict:
                           "tf32": gpu},
         "repeats": repeats,
         "fft_repeats": fft_repeats,
+        "resnet_timing": "`plain` and `crossd` are timed interleaved: one loop, one call each per round in "
+        "rotating order, so their ratio compares calls made under the same machine load; `fft` on its own.",
         "memory_measured": "CUDA max allocated minus allocated before the call" if gpu
         else "CPU resident-set growth during one call after malloc_trim, sampled every 0.5 ms (approximate)",
         "resnet18": {},
@@ -448,15 +468,18 @@ def main(argv=None) -> dict:
                                "optimizer": "Adam(lr=1e-4)", "unet": UNET_SMOKE if args.smoke else UNET},
         "networks_3d": {},
     }
-    for name in [m for m in args.models.split(",") if m and "resnet18" in suites]:
-        print(f"[networks] resnet18 {name} ...", flush=True)
+    groups = [[m for m in ("plain", "crossd") if m in models], ["fft"] if "fft" in models else []]  # timed together
+    for names in [g for g in groups if g and "resnet18" in suites]:
+        print(f"[networks] resnet18 {' + '.join(names)} ...", flush=True)
         try:
-            row = bench_resnet(name, batch, size, num_classes, device, fft_repeats if name == "fft" else repeats)
-            print(f"    train {row['train_step']['median_ms']:.1f} ms  inference {row['inference']['median_ms']:.1f} ms", flush=True)
+            rows = bench_resnet(names, batch, size, num_classes, device, fft_repeats if names == ["fft"] else repeats)
+            for name, row in rows.items():
+                print(f"    {name}: train {row['train_step']['median_ms']:.1f} ms  "
+                      f"inference {row['inference']['median_ms']:.1f} ms", flush=True)
         except Exception as e:  # noqa: BLE001  an OOM of the literal model is a result, not a crash
             traceback.print_exc()
-            row = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
-        payload["resnet18"][name] = row
+            rows = dict.fromkeys(names, {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]})
+        payload["resnet18"].update(rows)
         gc.collect()
         if gpu:
             torch.cuda.empty_cache()
