@@ -36,8 +36,12 @@ one workload are timed in one loop, one call each per round in rotating order (`
 
 Each row records both times, their ratio (Cross-D / MONAI), both peak memories and parameter counts, and
 the formulation of each Cross-D conv. ``--suite`` picks sections (``resnet18``, ``layers_3d``,
-``networks_3d``; all by default); a subset writes ``networks_<device>_<suites>.*`` so that it does not
+``networks_3d``, ``rotation_share``; all by default); a subset writes ``networks_<device>_<suites>.*`` so that it does not
 replace a full run's files.
+
+Rotation networks (``rotation_share``): in inference, one ``CrossDConv(3, 16, 16, 3)`` at ``1x16x96^3`` against its
+rotation network alone, and the time inside the rotation networks of the default ``CrossDUNet`` (forward hooks)
+against the whole network and MONAI's ``UNet``: what bounds the UNet ratio.
 
 Usage (from the repository root)::
 
@@ -50,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import time
 import traceback
 
 import monai.networks.nets as monai_nets
@@ -58,16 +63,17 @@ import torch.nn as nn
 import torchvision
 
 from _common import (  # noqa: I001
-    RESULTS, crossd_path, env_markdown, environment, measure, measure_interleaved, peak_memory, setup, write_results,
+    RESULTS, crossd_path, env_markdown, environment, measure, measure_interleaved, peak_memory, setup, sync,
+    write_results,
 )
 
-from monai_crossd.networks.blocks.crossd_conv import CrossDConv
+from monai_crossd.networks.blocks.crossd_conv import CrossDConv, RotationNetwork
 from monai_crossd.networks.blocks.crossd_conv_transpose import CrossDConvTranspose
 from monai_crossd.networks.nets import CrossDUNet, crossd_resnet18
 from tests.oracle import FFTCrossDConv2d
 
 MODELS = ("plain", "crossd", "fft")
-SUITES = ("resnet18", "layers_3d", "networks_3d")  # also the payload's keys
+SUITES = ("resnet18", "layers_3d", "networks_3d", "rotation_share")  # also the payload's keys
 UNET = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
             num_res_units=2)
 UNET_SMOKE = dict(UNET, channels=(4, 8, 16), strides=(2, 2))
@@ -231,7 +237,8 @@ def workloads_3d(smoke: bool) -> list[dict]:
              crossd=[("", CrossDUNet, unet), ("_resize", CrossDUNet, dict(unet, up_mode="resize")),
                      ("_static", CrossDUNet, dict(unet, conv_kwargs={"rotation": False}))]),
         dict(name="unet_train_step", title="UNet train step", train=True, batch=2, input=(1, mid, mid, mid),
-             classes=3, dense=True, monai=(monai_nets.UNet, unet), crossd=[("", CrossDUNet, unet)]),
+             classes=3, dense=True, monai=(monai_nets.UNet, unet),
+             crossd=[("", CrossDUNet, unet), ("_static", CrossDUNet, dict(unet, conv_kwargs={"rotation": False}))]),
         dict(name="resnet18_inference", title="ResNet18 inference", train=False, batch=1, input=(4, big, big, big),
              classes=2, dense=False, monai=(monai_nets.resnet18, dict(monai_resnet, n_input_channels=4)),
              crossd=[("", crossd_resnet18, dict(resnet, in_channels=4))]),
@@ -305,6 +312,59 @@ def bench_networks_3d(work: dict, device, repeats: int, warmup: int) -> dict:
             "ratio_cpu_time": ours["cpu_time_median_ms"] / monai["cpu_time_median_ms"],
         }
     return rows
+
+
+def rotation_share(device, repeats: int, smoke: bool) -> dict:
+    """What the rotation networks cost in inference (``eval``, ``no_grad``), timed in the same loop as the whole.
+
+    - one ``CrossDConv(3, 16, 16, 3, padding=1)`` on ``(1, 16, 96, 96, 96)``: the layer, its rotation network
+      alone and an ``nn.Conv3d`` of the same shape;
+    - the default ``CrossDUNet`` of the UNet rows on ``1x96^3``: forward-hook time inside its rotation networks,
+      per input shape, against the whole forward and MONAI's ``UNet`` (the network without its rotation
+      networks is what a faster rotation network could reach).
+    """
+    size = 32 if smoke else 96
+    torch.manual_seed(0)
+    layer = CrossDConv(3, 16, 16, 3, padding=1).to(device).eval()
+    conv = nn.Conv3d(16, 16, 3, padding=1).to(device).eval()
+    x = torch.randn(1, 16, size, size, size, device=device)
+    with torch.no_grad():
+        t = measure_interleaved(
+            {"layer": lambda: layer(x), "rotation_net": lambda: layer.rotation_net(x), "conv3d": lambda: conv(x)},
+            device, repeats,
+        )
+    one = {k: v["median_ms"] for k, v in t.items()}
+    one["share"] = one["rotation_net"] / one["layer"]
+    unet_kw = UNET_SMOKE if smoke else UNET
+    net, monai = CrossDUNet(**unet_kw).to(device).eval(), monai_nets.UNet(**unet_kw).to(device).eval()
+    v = torch.randn(1, 1, size, size, size, device=device)
+    spent, starts = {}, {}
+
+    def pre(m, args):
+        sync(device)
+        starts[id(m)] = time.perf_counter()
+
+    def post(m, args, out):
+        sync(device)
+        key = "x".join(map(str, args[0].shape))
+        spent.setdefault(key, []).append((time.perf_counter() - starts[id(m)]) * 1e3)
+
+    hooks = [h for m in net.modules() if isinstance(m, RotationNetwork)
+             for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]  # fmt: skip
+    try:
+        with torch.no_grad():
+            t = measure_interleaved({"crossd": lambda: net(v), "monai": lambda: monai(v)}, device, repeats)
+    finally:
+        for h in hooks:
+            h.remove()
+    calls = repeats + 2  # warm-up rounds included in the hook sums: per-call means
+    per_shape = {k: sum(ts) / calls for k, ts in spent.items()}
+    rot = sum(per_shape.values())
+    unet = {"crossd_ms": t["crossd"]["median_ms"], "monai_ms": t["monai"]["median_ms"], "rotation_nets_ms": rot,
+            "per_input_shape_ms": dict(sorted(per_shape.items(), key=lambda kv: -kv[1]))}
+    unet["ratio"] = unet["crossd_ms"] / unet["monai_ms"]
+    unet["ratio_without_rotation_nets"] = (unet["crossd_ms"] - rot) / unet["monai_ms"]
+    return {"layer_input": list(x.shape), "layer": one, "unet_input": list(v.shape), "unet": unet}
 
 
 def _fmt_mem(row) -> str:
@@ -407,10 +467,35 @@ def _networks_3d_markdown(payload: dict) -> list[str]:
     return lines + [""]
 
 
+def _rotation_share_markdown(payload: dict) -> list[str]:
+    r = payload["rotation_share"]
+    if "error" in r:
+        return ["## Rotation networks in inference", "", f"unavailable: {r['error']}", ""]
+    one, unet = r["layer"], r["unet"]
+    shapes = "; ".join(f"`{k}` {v:.1f}" for k, v in unet["per_input_shape_ms"].items())
+    return [
+        "## Rotation networks in inference (`eval`, `no_grad`, timed in one loop with what they are part of)",
+        "",
+        "| measure | ms | share / ratio |",
+        "|---|---|---|",
+        f"| `CrossDConv(3, 16, 16, 3)` on `{r['layer_input']}` | {one['layer']:.1f} | |",
+        f"| its rotation network alone | {one['rotation_net']:.1f} | {one['share']:.1%} of the layer |",
+        f"| `nn.Conv3d(16, 16, 3)`, same input | {one['conv3d']:.1f} | |",
+        f"| `CrossDUNet` (UNet rows) on `{r['unet_input']}` / MONAI `UNet` | {unet['crossd_ms']:.1f} / {unet['monai_ms']:.1f} "
+        f"| {unet['ratio']:.2f}x |",
+        f"| its rotation networks (forward hooks, all layers) | {unet['rotation_nets_ms']:.1f} "
+        f"| without them {unet['ratio_without_rotation_nets']:.2f}x MONAI |",
+        "",
+        f"Rotation-network time per input shape (ms per forward): {shapes}.",
+        "",
+    ]
+
+
 def markdown(payload: dict) -> str:
     suites = payload.get("suites", [s for s in SUITES if s in payload])  # files written before --suite: what they hold
     lines = [f"# Network benchmark ({payload['environment']['device']})", "", env_markdown(payload["environment"]), ""]
-    for suite, section in zip(SUITES, (_resnet_markdown, _layers_3d_markdown, _networks_3d_markdown)):
+    sections = (_resnet_markdown, _layers_3d_markdown, _networks_3d_markdown, _rotation_share_markdown)
+    for suite, section in zip(SUITES, sections):
         if suite in suites:
             lines += section(payload)
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -511,6 +596,14 @@ def main(argv=None) -> dict:
             gc.collect()
             if gpu:
                 torch.cuda.empty_cache()
+    if "rotation_share" in suites:
+        print("[networks] rotation networks' share in inference ...", flush=True)
+        try:
+            payload["rotation_share"] = rotation_share(device, repeats_3d, args.smoke)
+            print(f"    layer share {payload['rotation_share']['layer']['share']:.1%}", flush=True)
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            payload["rotation_share"] = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
     # a subset of the suites or the smoke shapes get a file of their own: a full run's results stay
     name = "_".join([f"networks_{device.type}"] + (suites if suites != list(SUITES) else []) + ["smoke"] * args.smoke)
     paths = write_results(name, payload, markdown, args.out)
