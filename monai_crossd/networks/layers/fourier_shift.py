@@ -154,8 +154,7 @@ def apply_shift(
         plane: if given, only ``U'[:, :, :, plane]`` is built (the 2D kernel), at a third of the cost.
 
     Returns:
-        ``(B, O, I, K, K)`` when ``plane`` is given, else ``(B, O, I, K, K, K)``: a permuted view of one
-        GEMM's output, not contiguous for ``B > 1`` (use ``reshape``, not ``view``).
+        ``(B, O, I, K, K)`` when ``plane`` is given, else ``(B, O, I, K, K, K)`` (contiguous).
     """
     k = weight.shape[2]
     imag = imag.to(weight.dtype) if imag is not None else None
