@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from monai_crossd.networks.layers.fourier_shift import (
     axis_angle_from_params,
-    linear_rotation_matrix,
-    shift_from_rotation,
+    shift_from_axis_angle,
     shift_kernel,
     shift_matrix,
     shift_operators,
@@ -248,8 +247,7 @@ class CrossDConv(nn.Module):
         params = self.rotation_net(x)
         if params.dtype in (torch.float16, torch.bfloat16):
             params = params.float()  # trigonometry and normalisation in full precision under autocast
-        axis, angle = axis_angle_from_params(params)
-        return shift_from_rotation(linear_rotation_matrix(axis, angle))
+        return shift_from_axis_angle(*axis_angle_from_params(params))  # = R^T 1 with R = I + theta [k]x
 
     def static_kernel(self) -> torch.Tensor:
         """The kernel at ``R = I``: ``U`` rolled by one voxel on each axis (its middle plane in 2D).

@@ -58,6 +58,8 @@ MIXED_PATHS = ("materialize", "mixed_unfold")
 # the GEMM way.
 _MIXED_UNFOLD_MAX_POSITIONS = {("cpu", 2): 32, ("cpu", 3): 64, ("cuda", 2): 16, ("cuda", 3): 16}
 _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
+# input positions per sample from which per_sample_conv_transpose loops over samples (measured on CPU only)
+_TRANSPOSED_LOOP_MIN_POSITIONS = {"cpu": 32**3}
 
 
 def _ntuple(value: Sequence[int] | int, n: int) -> tuple[int, ...]:
@@ -89,8 +91,10 @@ def select_path(
         (``"materialize"`` + ``"grouped"``).
     """
     nd = x.ndim - 2
-    if transposed:  # per_sample_conv_transpose: grouped measured faster than a loop at the 3D UNet up-convs
-        return "grouped"
+    if transposed:  # per_sample_conv_transpose, CPU (results/paths_3d_cpu.md): a loop wins from 32^3 inputs
+        # (1.23x at 2x32x32^3 -> 16), grouped below (1.3-1.7x at 16^3 and 8^3); elsewhere grouped
+        large = math.prod(x.shape[2:]) >= _TRANSPOSED_LOOP_MIN_POSITIONS.get(x.device.type, math.inf)
+        return "loop" if large else "grouped"
     positions = _out_positions(x.shape[2:], kernel_size, stride, padding, dilation)
     dev = x.device.type
     if mixed:

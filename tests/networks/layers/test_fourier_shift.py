@@ -86,3 +86,12 @@ def test_bad_shapes_are_named():
         shift_kernel(torch.randn(2, 2, 3, 3, 3), torch.ones(1, 2))
     with pytest.raises(ValueError, match=r"`params` should have shape \(B, 4\)"):
         axis_angle_from_params(torch.randn(2, 3))
+
+
+def test_shift_from_axis_angle_is_the_column_sums_of_the_linear_rotation():
+    from monai_crossd.networks.layers.fourier_shift import shift_from_axis_angle
+
+    torch.manual_seed(3)
+    axis, angle = axis_angle_from_params(torch.randn(7, 4, dtype=torch.float64))
+    expected = shift_from_rotation(linear_rotation_matrix(axis, angle))
+    torch.testing.assert_close(shift_from_axis_angle(axis, angle), expected, atol=1e-15, rtol=0)

@@ -147,3 +147,13 @@ def test_bad_path_is_named():
         per_sample_conv(torch.randn(2, 3, 5, 5, 5), torch.randn(2, 4, 3, 3, 3, 3), path="unfold")
     with pytest.raises(ValueError, match=r"`mix` should have shape \(B=2, K\^2, 27\), got \(2, 8, 27\)"):
         per_sample_mixed_conv(x, torch.randn(4, 3, 3, 3, 3), torch.randn(2, 8, 27))
+
+
+def test_select_path_for_3d_and_transposed_follows_the_measured_cpu_thresholds():
+    # results/paths_3d_cpu.md: mixed_unfold up to 64 positions per sample in 3D, a loop for transposed convs from 32^3
+    x = torch.empty(2, 8, 4, 4, 4)
+    assert select_path(x, (3, 3, 3), 1, 1, 1, mixed=True) == "mixed_unfold"
+    assert select_path(torch.empty(2, 8, 8, 8, 8), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"
+    assert select_path(torch.empty(1, 8, 4, 4, 4), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"  # one sample
+    assert select_path(torch.empty(2, 8, 32, 32, 32), (3, 3, 3), 1, 0, 1, mixed=False, transposed=True) == "loop"
+    assert select_path(torch.empty(2, 8, 16, 16, 16), (3, 3, 3), 1, 0, 1, mixed=False, transposed=True) == "grouped"
