@@ -150,10 +150,9 @@ def test_bad_path_is_named():
 
 
 def test_select_path_for_3d_and_transposed_follows_the_measured_cpu_thresholds():
-    # results/paths_3d_cpu.md: mixed_unfold up to 64 positions per sample in 3D, a loop for transposed convs from 32^3
-    x = torch.empty(2, 8, 4, 4, 4)
-    assert select_path(x, (3, 3, 3), 1, 1, 1, mixed=True) == "mixed_unfold"
-    assert select_path(torch.empty(2, 8, 8, 8, 8), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"
+    # results/paths_3d_cpu.md: mixed_unfold up to 32 positions per sample in 3D, a loop for transposed convs from 32^3
+    assert select_path(torch.empty(2, 8, 2, 2, 2), (3, 3, 3), 1, 1, 1, mixed=True) == "mixed_unfold"
+    assert select_path(torch.empty(2, 8, 4, 4, 4), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"  # 64 positions
     assert select_path(torch.empty(1, 8, 4, 4, 4), (3, 3, 3), 1, 1, 1, mixed=True) == "materialize"  # one sample
     assert select_path(torch.empty(2, 8, 32, 32, 32), (3, 3, 3), 1, 0, 1, mixed=False, transposed=True) == "loop"
     assert select_path(torch.empty(2, 8, 16, 16, 16), (3, 3, 3), 1, 0, 1, mixed=False, transposed=True) == "grouped"
