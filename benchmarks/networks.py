@@ -36,8 +36,8 @@ one workload are timed in one loop, one call each per round in rotating order (`
 
 Each row records both times, their ratio (Cross-D / MONAI), both peak memories and parameter counts, and
 the formulation of each Cross-D conv. ``--suite`` picks sections (``resnet18``, ``layers_3d``,
-``networks_3d``, ``rotation_share``; all by default); a subset writes ``networks_<device>_<suites>.*`` so that it does not
-replace a full run's files.
+``networks_3d``, ``rotation_share``; all by default); a subset writes ``networks_<device>_<suites>.*`` so
+that it does not replace a full run's files.
 
 Rotation networks (``rotation_share``): in inference, one ``CrossDConv(3, 16, 16, 3)`` at ``1x16x96^3`` against its
 rotation network alone, and the time inside the rotation networks of the default ``CrossDUNet`` (forward hooks)

@@ -225,7 +225,7 @@ class CrossDConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(*pair, k, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.rotation_net = RotationNetwork(in_channels, rotation_channels)
-        # fan over the output channels and taps of the knowledge base (dim 0 of a conv weight, dim 1 of a transposed one)
+        # fan over the output channels and taps (dim 0 of a conv weight, dim 1 of a transposed one)
         nn.init.kaiming_normal_(self.weight, mode="fan_in" if self.transposed else "fan_out", nonlinearity="relu")
         if self.rotation_init == "identity":
             self.rotation_net.reset_to_identity()

@@ -50,12 +50,13 @@ MIXED_PATHS = ("materialize", "mixed_unfold")
 # dims). Both trade FLOPs for memory traffic, and that trade depends mostly on the positions (kernels
 # cost B * O * I * P memory, the convolution B * O * I * P * L FLOPs). CPU, 2D: measured with ResNet18
 # stages at 64x64 inputs (fwd+bwd, batch 8; benchmarks/README.md): mixed_unfold wins by 2.5-13x at 4x4
-# and 2x2 maps and loses by 2.7-10x at 8x8 and 16x16; thresholds 64 and 256 made the whole network 3-8% and
-# 27-32% slower than 32 (2026-12-03). CPU, 3D (no extra FLOPs there: P = Q = K^3): measured fwd+bwd at the 3D UNet
-# (batch 2, 64^3), ResNet18 (batch 4, 32^3) and vessel ResNet18 (batch 16, 28^3) conv shapes
-# (benchmarks/paths_3d.py, results/paths_3d_cpu.md): mixed_unfold wins by 3-40x at 1 and 8 positions,
-# loses by 1.16-1.37x at 64 (bar one shape, 0.88x) and by 1.5-20x from 343 up. CUDA values are a guess
-# (not measured): the grouped convolution is fast there and only the tiniest maps go the GEMM way.
+# and 2x2 maps and loses by 2.7-10x at 8x8 and 16x16; thresholds 64 and 256 made the whole network
+# 3-8% and 27-32% slower than 32 (2026-12-03). CPU, 3D (no extra FLOPs there: P = Q = K^3): measured
+# fwd+bwd at the 3D UNet (batch 2, 64^3), ResNet18 (batch 4, 32^3) and vessel ResNet18 (batch 16,
+# 28^3) conv shapes (benchmarks/paths_3d.py, results/paths_3d_cpu.md): mixed_unfold wins by 3-40x at
+# 1 and 8 positions, loses by 1.16-1.37x at 64 (bar one shape, 0.88x) and by 1.5-20x from 343 up.
+# CUDA values are a guess (not measured): the grouped convolution is fast there and only the tiniest
+# maps go the GEMM way.
 _MIXED_UNFOLD_MAX_POSITIONS = {("cpu", 2): 32, ("cpu", 3): 32, ("cuda", 2): 16, ("cuda", 3): 16}
 _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
 # input positions per sample from which per_sample_conv_transpose loops over samples (measured on CPU only)
@@ -320,7 +321,7 @@ def per_sample_conv_transpose(
         raise ValueError(f"`path` should be 'grouped', 'loop' or None for a transposed convolution, got {path!r}.")
     if path == "loop":
         out = torch.cat(
-            [conv_t(x[i : i + 1], kernels[i], None, stride, padding, output_padding, groups, dilation) for i in range(b)]
+            [conv_t(x[i : i + 1], k, None, stride, padding, output_padding, groups, dilation) for i, k in enumerate(kernels)]
         )
     else:
         out = conv_t(

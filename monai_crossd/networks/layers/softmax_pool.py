@@ -186,7 +186,8 @@ class _BNMLPSoftmaxPool(torch.autograd.Function):
             const = (w1.t() @ (k * mean_g + kg * c[:, 0]))[:, None]
             lin_e = lin.expand(bsz, chans, chans)
             for sl in _chunks(x, hid, ctx.chunk):
-                g_x[:, :, sl] -= torch.bmm(lin_e, x[:, :, sl], out=scratch("gx", bsz, chans, sl.stop - sl.start)).add_(const)
+                buf = scratch("gx", bsz, chans, sl.stop - sl.start)
+                g_x[:, :, sl] -= torch.bmm(lin_e, x[:, :, sl], out=buf).add_(const)
         # g_W1 = sum_n g_h x^T with g_h = k (g_pre - mean_g - hhat mean_gh); g_b1 = sum_n g_h
         g_w1 = k[:, None] * (g_pre_x - mean_g[:, None] * sum_x - mean_gh[:, None] * hhat_x)
         g_b1 = k * (sum_g - count * mean_g - mean_gh * sum_hhat)

@@ -136,7 +136,8 @@ class CrossDConvolution(nn.Sequential):
                 output_padding=output_padding, bias=bias, **kw,
             )  # fmt: skip
         else:
-            conv = Conv["crossd", spatial_dims](in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw)
+            conv_type = Conv["crossd", spatial_dims]
+            conv = conv_type(in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw)
         self.add_module("conv", conv)
         if conv_only or (act is None and norm is None and dropout is None):
             return
