@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_check.sh            # results to $OUT when set, else benchmarks/results/
 #
-# Budget on an H200: correctness ~1 min, layers.py ~3-5 min, networks.py ~2-4 min, bound.py ~1 min.
+# Budget on an H200 (estimates, never run): correctness ~1 min, layers.py ~3-5 min, networks.py ~2-4 min,
+# bound.py ~1 min, paths_3d.py ~1 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -78,8 +79,10 @@ PYEOF
 
 echo "== layers.py (paper's Table III shapes)"
 "$PY" benchmarks/layers.py --device cuda --out "$DEST" --profile
-echo "== networks.py (ResNet18 batch 64 224x224 TF32; 3D (4,64,32,96,96))"
+echo "== networks.py (ResNet18 batch 64 224x224 TF32; 3D layer (4,64,32,96,96); 3D UNet/ResNet18 against MONAI's)"
 "$PY" benchmarks/networks.py --device cuda --out "$DEST"
 echo "== bound.py (what bounds the Cross-D ResNet18 on this card)"
 "$PY" benchmarks/bound.py --device cuda --out "$DEST"
+echo "== paths_3d.py (3D per-sample formulations: the data for select_path's CUDA thresholds)"
+"$PY" benchmarks/paths_3d.py --device cuda --out "$DEST"
 echo "== done $(date -u +%FT%TZ); results in $DEST"
