@@ -139,7 +139,7 @@ def crossd_path(layer, x: torch.Tensor) -> str:
     """
     from monai_crossd.networks.layers.per_sample_conv import select_path
 
-    if not layer.rotation or (layer.spatial_dims == 3 and layer.kernel_3d == "raw"):
+    if layer.is_static:
         return "static"
     k = (layer.kernel_size,) * layer.spatial_dims
     pads = layer._padding()

@@ -27,6 +27,7 @@ import torch.nn as nn
 from monai_crossd.converters._utils import choice
 from monai_crossd.converters.reference import convert_reference_state_dict
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
+from monai_crossd.networks.layers.fourier_shift import knowledge_base_from_2d
 
 __all__ = [
     "IN_CHANNELS_MODES",
@@ -205,18 +206,9 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int, mode: str = "au
 
 def inflate_to_crossd(weight: torch.Tensor, depth_init: str = "zeros") -> torch.Tensor:
     """A 2D kernel ``(O, I, K, K)`` as a Cross-D knowledge base ``(O, I, K, K, K)``, placed as
-    :meth:`CrossDConv.from_conv` places it: rolled by ``(-1, -1)`` into plane ``K // 2 - 1`` (zeros elsewhere,
-    or that plane repeated for ``depth_init="replicate"``), so that the layer at ``R = I`` applies ``weight``."""
-    depth_init = choice(depth_init, ("zeros", "replicate"), "depth_init")
-    if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
-        raise ValueError(f"`weight` should be (O, I, K, K), got shape {tuple(weight.shape)}.")
-    k = weight.shape[-1]
-    plane = torch.roll(weight, shifts=(-1, -1), dims=(2, 3))
-    if depth_init == "replicate":
-        return plane.unsqueeze(2).repeat(1, 1, k, 1, 1)
-    out = weight.new_zeros(*weight.shape[:2], k, k, k)
-    out[:, :, (k // 2 - 1) % k] = plane
-    return out
+    :meth:`CrossDConv.from_conv` places it (see
+    :func:`~monai_crossd.networks.layers.fourier_shift.knowledge_base_from_2d`, the one implementation)."""
+    return knowledge_base_from_2d(weight, choice(depth_init, ("zeros", "replicate"), "depth_init"))
 
 
 def _keras_name(key: str) -> str | None:

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
+from . import nets
 from .blocks import CrossDConv, CrossDConv2d, CrossDConv3d, CrossDConvTranspose
-from .layers.factories import register as _register
+from .factory import register
 
-_register()
-
-from . import nets  # noqa: E402  (after registration: nets build Conv["crossd", dim])
-
-__all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "CrossDConvTranspose", "nets"]
+__all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "CrossDConvTranspose", "nets", "register"]

@@ -107,3 +107,20 @@ def test_errors():
         convert_to_crossd(nn.Conv2d(1, 1, 3), stride=2)
     with pytest.raises(ValueError, match=r"`conv_kwargs key` should be one of .*got 'rotaton'. Did you mean 'rotation'\?"):
         convert_to_crossd(nn.Conv2d(1, 1, 3), rotaton=False)
+
+
+def test_rotation_init_is_identity_and_said_so():
+    """Regression: `rotation_init="random"` was accepted and silently ignored (the layer reset to R = I)."""
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    converted, _ = convert_to_crossd(conv)
+    assert converted.rotation_init == "identity"
+    with pytest.raises(ValueError, match="`rotation_init` should be 'identity' for from_conv"):
+        convert_to_crossd(conv, rotation_init="random")
+    with pytest.raises(ValueError, match="`rotation_init` should be 'identity' for from_conv"):
+        CrossDConv.from_conv(conv, spatial_dims=3, rotation_init="random")
+
+
+def test_every_crossd_layer_reports_whether_it_is_static():
+    assert CrossDConv(2, 2, 2, 3, rotation=False).is_static
+    assert CrossDConv(3, 2, 2, 3, kernel_3d="raw").is_static and not CrossDConv(2, 2, 2, 3, kernel_3d="raw").is_static
+    assert not CrossDConv(3, 2, 2, 3).is_static

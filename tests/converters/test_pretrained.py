@@ -94,10 +94,14 @@ def test_adapt_input_channels():
 
 
 @pytest.mark.parametrize("depth_init", ["zeros", "replicate"])
-def test_inflate_to_crossd_is_from_conv_placement(depth_init):
-    conv = nn.Conv2d(3, 4, 5)
-    layer = CrossDConv.from_conv(conv, depth_init=depth_init)
-    assert torch.equal(inflate_to_crossd(conv.weight.detach(), depth_init), layer.weight.detach())
+def test_inflate_to_crossd_gives_a_layer_that_applies_the_2d_kernel(depth_init):
+    conv = nn.Conv2d(3, 4, 5, padding=2).double()
+    layer = CrossDConv(2, 3, 4, 5, padding=2, rotation_init="identity").double()
+    with torch.no_grad():
+        layer.weight.copy_(inflate_to_crossd(conv.weight.detach(), depth_init))
+        layer.bias.copy_(conv.bias)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), conv(x), atol=1e-12, rtol=0)
 
 
 def test_nestings_prefixes_and_safetensors(resnet18, tmp_path):

@@ -139,7 +139,8 @@ def ensure_checkpoint(
 
     A bundle whose weights are not in the repository (``bundles/*/models/`` is not committed) would otherwise be
     skipped by MONAI Label. Its initial weights are whatever the bundle's ``network_def`` builds (e.g. Cross-D weights
-    converted from a 2D network); the app logs a warning, and a ``POST /train/<model>`` replaces them.
+    converted from a 2D network), with the random generator seeded (0) so that they are the same on every start; the
+    app logs a warning, and a ``POST /train/<model>`` replaces them.
 
     Args:
         bundle: the working copy of a bundle.
@@ -163,7 +164,9 @@ def ensure_checkpoint(
     parser = _read_config(configs[0])
     if "network_def" not in parser.config:  # type: ignore[operator]
         raise ValueError(f"{str(configs[0])!r} has no `network_def`; keys: {sorted(parser.config)}.")  # type: ignore[arg-type]
-    net = parser.get_parsed_content("network_def", instantiate=True)
+    with torch.random.fork_rng():  # the same initial weights on every start: results reproducible until trained
+        torch.manual_seed(0)
+        net = parser.get_parsed_content("network_def", instantiate=True)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), ckpt)
     logger.warning(

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from monai_crossd.networks.layers.fourier_shift import (
     axis_angle_from_params,
+    knowledge_base_from_2d,
     shift_from_axis_angle,
     shift_kernel,
     shift_matrix,
@@ -249,6 +250,11 @@ class CrossDConv(nn.Module):
             params = params.float()  # trigonometry and normalisation in full precision under autocast
         return shift_from_axis_angle(*axis_angle_from_params(params))  # = R^T 1 with R = I + theta [k]x
 
+    @property
+    def is_static(self) -> bool:
+        """One kernel for every sample: ``rotation=False`` (``R = I``), or a 3D layer with ``kernel_3d="raw"``."""
+        return not self.rotation or (self.spatial_dims == 3 and self.kernel_3d == "raw")
+
     def static_kernel(self) -> torch.Tensor:
         """The kernel at ``R = I``: ``U`` rolled by one voxel on each axis (its middle plane in 2D).
 
@@ -264,7 +270,7 @@ class CrossDConv(nn.Module):
 
     def kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The kernels applied to ``x``: ``(B, O, C / groups, K, K[, K])``, or a shared static kernel."""
-        if not self.rotation or (self.spatial_dims == 3 and self.kernel_3d == "raw"):
+        if self.is_static:
             return self.static_kernel()
         return shift_kernel(self.weight, self.predict_shift(x).to(self.weight.dtype), plane=self._plane())
 
@@ -297,8 +303,7 @@ class CrossDConv(nn.Module):
         the ``B`` kernels for a grouped convolution or mixes the taps of the input patches instead.
         """
         self._check_input(x)
-        static = not self.rotation or (self.spatial_dims == 3 and self.kernel_3d == "raw")
-        shift = None if static else self.predict_shift(x)  # the rotation network reads the unpadded input
+        shift = None if self.is_static else self.predict_shift(x)  # the rotation network reads the unpadded input
         pads = self._padding()
         if self.padding_mode == "zeros" and all(lo == hi for lo, hi in pads):
             padding = tuple(lo for lo, _ in pads)
@@ -347,6 +352,11 @@ class CrossDConv(nn.Module):
         expand = (lambda v: (v[0], *v)) if spatial_dims == 3 else (lambda v: v)
         if cls.transposed:
             kwargs = {"output_padding": expand(tuple(conv.output_padding)), **kwargs}
+        if kwargs.setdefault("rotation_init", "identity") != "identity":
+            raise ValueError(
+                f"`rotation_init` should be 'identity' for from_conv (the layer starts at R = I to compute what `conv` "
+                f"computes), got {kwargs['rotation_init']!r}."
+            )
         layer = cls(
             spatial_dims,
             conv.in_channels,
@@ -360,17 +370,10 @@ class CrossDConv(nn.Module):
             padding_mode=conv.padding_mode,
             **kwargs,
         ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-        k = layer.kernel_size
         with torch.no_grad():
-            plane = torch.roll(conv.weight, shifts=(-1, -1), dims=(2, 3))
-            layer.weight.zero_()
-            if depth_init == "replicate":
-                layer.weight.copy_(plane.unsqueeze(2).expand_as(layer.weight))
-            else:
-                layer.weight[:, :, (k // 2 - 1) % k] = plane
+            layer.weight.copy_(knowledge_base_from_2d(conv.weight, depth_init))
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
-        layer.rotation_net.reset_to_identity()
         return layer
 
 

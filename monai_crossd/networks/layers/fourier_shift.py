@@ -31,6 +31,7 @@ __all__ = [
     "shift_from_rotation",
     "shift_operators",
     "apply_shift",
+    "knowledge_base_from_2d",
     "shift_kernel",
     "shift_matrix",
 ]
@@ -83,6 +84,41 @@ def shift_from_rotation(rotation: torch.Tensor) -> torch.Tensor:
         ``(B, 3)``: the shift along kernel axes ``(0, 1, 2)``, i.e. ``(depth, height, width)``.
     """
     return rotation.sum(dim=-2)
+
+
+def knowledge_base_from_2d(weight: torch.Tensor, depth_init: str = "zeros") -> torch.Tensor:
+    """A 2D kernel ``(A, B, K, K)`` as a knowledge base ``(A, B, K, K, K)`` whose shifted kernel at ``R = I`` has it
+    as its middle plane: the one place where a 2D kernel is placed (layers, converters, checkpoint loading).
+
+    At ``R = I`` the shifted kernel is the knowledge base rolled by one voxel on each axis, so the middle plane
+    ``K // 2`` of the shifted kernel is plane ``K // 2 - 1`` of the knowledge base rolled in-plane: ``weight`` is
+    rolled back by ``(-1, -1)`` into that plane. ``depth_init="zeros"`` leaves the other planes zero (in 3D: the 2D
+    kernel on every depth slice); ``"replicate"`` repeats the plane along depth (I3D-style, without ``1 / K``).
+
+    Args:
+        weight: ``(A, B, K, K)`` (a conv's ``(O, I / groups, K, K)`` or a transposed conv's ``(I, O / groups, K, K)``).
+        depth_init: ``"zeros"`` or ``"replicate"``. Defaults to ``"zeros"``.
+
+    Returns:
+        ``(A, B, K, K, K)``, a new tensor.
+
+    Example:
+        >>> w = torch.randn(2, 3, 3, 3)
+        >>> u = knowledge_base_from_2d(w)
+        >>> torch.equal(torch.roll(u, (1, 1, 1), (2, 3, 4))[:, :, 1], w)
+        True
+    """
+    if depth_init not in ("zeros", "replicate"):
+        raise ValueError(f"`depth_init` should be 'zeros' or 'replicate', got {depth_init!r}.")
+    if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"`weight` should be (A, B, K, K), got shape {tuple(weight.shape)}.")
+    k = weight.shape[-1]
+    plane = torch.roll(weight, shifts=(-1, -1), dims=(2, 3))
+    if depth_init == "replicate":
+        return plane.unsqueeze(2).repeat(1, 1, k, 1, 1)
+    out = weight.new_zeros(*weight.shape[:2], k, k, k)
+    out[:, :, (k // 2 - 1) % k] = plane
+    return out
 
 
 def shift_from_axis_angle(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,14 @@ shape for ``spatial_dims=2`` and ``3``, so one checkpoint serves a 2D and a 3D n
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Pool
 
+from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.nets._utils import check_conv_kwargs, check_input, make_act, make_norm
 
 __all__ = [
@@ -27,8 +29,9 @@ __all__ = [
 ]
 
 
-def _crossd(spatial_dims: int) -> type[nn.Module]:
-    return Conv["crossd", spatial_dims]
+def _crossd(spatial_dims: int) -> Callable[..., CrossDConv]:
+    """``CrossDConv`` with ``spatial_dims`` bound: called as ``nn.ConvNd`` is."""
+    return functools.partial(CrossDConv, spatial_dims)
 
 
 class CrossDBasicBlock(nn.Module):

@@ -4,7 +4,8 @@ The structure, the argument names and the ``state_dict`` layout follow
 ``monai.networks.nets.UNet`` (``model.0`` down path, ``model.1`` skip connection around the next
 level, ``model.2`` up path; ``conv``/``adn`` inside each convolution block; ``conv.unitN`` and
 ``residual`` inside residual units). MONAI's ``Convolution`` and ``ResidualUnit`` build their layers
-through ``Conv[Conv.CONV, dim]`` with no way to choose the type, hence the two small Cross-D blocks here.
+through ``Conv[Conv.CONV, dim]`` with no way to choose the type, hence the two small Cross-D blocks here,
+which build :class:`CrossDConv` layers directly.
 
 Up-sampling (``up_mode``): ``"deconv"`` (default) is MONAI's structure, a transposed convolution by the
 level's stride, here a :class:`~monai_crossd.networks.blocks.CrossDConvTranspose` (a Cross-D knowledge base
@@ -26,9 +27,10 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn as nn
 from monai.networks.blocks import ADN
-from monai.networks.layers.factories import Act, Conv, Norm
+from monai.networks.layers.factories import Act, Norm
 from monai.networks.layers.simplelayers import SkipConnection
 
+from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.blocks.crossd_conv_transpose import CrossDConvTranspose
 from monai_crossd.networks.nets._utils import check_conv_kwargs, check_cubic_kernel, check_input, make_act, make_norm
 
@@ -136,8 +138,9 @@ class CrossDConvolution(nn.Sequential):
                 output_padding=output_padding, bias=bias, **kw,
             )  # fmt: skip
         else:
-            conv_type = Conv["crossd", spatial_dims]
-            conv = conv_type(in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw)
+            conv = CrossDConv(
+                spatial_dims, in_channels, out_channels, k, stride=conv_strides, padding=k // 2, bias=bias, **kw
+            )
         self.add_module("conv", conv)
         if conv_only or (act is None and norm is None and dropout is None):
             return
@@ -203,8 +206,9 @@ class CrossDResidualUnit(nn.Module):
         self.residual: nn.Module = nn.Identity()
         if _is_strided(strides) or in_channels != out_channels:
             rk, rpad = (k, k // 2) if _is_strided(strides) else (1, 0)
-            conv_type = Conv["crossd", spatial_dims]
-            self.residual = conv_type(in_channels, out_channels, rk, stride=strides, padding=rpad, bias=bias, **kw)
+            self.residual = CrossDConv(
+                spatial_dims, in_channels, out_channels, rk, stride=strides, padding=rpad, bias=bias, **kw
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *spatial) -> (B, C_out, *spatial / strides)``."""

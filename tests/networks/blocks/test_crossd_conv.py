@@ -10,7 +10,7 @@ from monai.networks.layers import Conv
 
 from monai_crossd.converters import convert_reference_state_dict
 from monai_crossd.networks import CrossDConv, CrossDConv2d, CrossDConv3d
-from monai_crossd.networks.layers.factories import register
+from monai_crossd.networks import register
 from tests.oracle import FFTCrossDConv2d
 
 # ---------------------------------------------------------------- reference: the authors' outputs
@@ -265,7 +265,8 @@ def test_torch_compile():
     torch.testing.assert_close(compiled(x), layer(x))
 
 
-def test_registered_in_monai_conv_factory():
+def test_registered_in_monai_conv_factory_by_an_explicit_call():
+    register()
     assert Conv["crossd", 2] is CrossDConv2d
     assert Conv["crossd", 3] is CrossDConv3d
     register()  # idempotent

@@ -95,3 +95,19 @@ def test_shift_from_axis_angle_is_the_column_sums_of_the_linear_rotation():
     axis, angle = axis_angle_from_params(torch.randn(7, 4, dtype=torch.float64))
     expected = shift_from_rotation(linear_rotation_matrix(axis, angle))
     torch.testing.assert_close(shift_from_axis_angle(axis, angle), expected, atol=1e-15, rtol=0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 7])
+@pytest.mark.parametrize("depth_init", ["zeros", "replicate"])
+def test_knowledge_base_from_2d_puts_the_kernel_in_the_middle_plane_of_the_identity_shift(k, depth_init):
+    from monai_crossd.networks.layers.fourier_shift import knowledge_base_from_2d
+
+    w = torch.randn(3, 2, k, k, dtype=torch.float64)
+    u = knowledge_base_from_2d(w, depth_init)
+    shifted = shift_kernel(u, torch.ones(1, 3, dtype=torch.float64))[0]  # R = I: d = (1, 1, 1)
+    torch.testing.assert_close(shifted[:, :, k // 2], w, atol=1e-12, rtol=0)
+    others = [shifted[:, :, d] for d in range(k) if d != k // 2]
+    for plane in others:
+        torch.testing.assert_close(plane, w if depth_init == "replicate" else torch.zeros_like(w), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="`depth_init` should be 'zeros' or 'replicate', got 'zero'"):
+        knowledge_base_from_2d(w, "zero")

@@ -1,4 +1,9 @@
-"""Registers Cross-D Conv in MONAI's ``Conv`` factory: ``Conv["crossd", spatial_dims]``."""
+"""Cross-D Conv in MONAI's ``Conv`` factory, ``Conv["crossd", spatial_dims]``, by an explicit :func:`register` call.
+
+Nothing is registered at import time (MONAI's factory is global state), and the package's own networks build
+their layers directly (``CrossDConv(spatial_dims, ...)``). Call ``monai_crossd.networks.register()`` once for code
+that builds convolutions by name through MONAI's factory.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,14 @@ def crossd_factory(dim: int) -> type[CrossDConv]:
 
 
 def register() -> None:
-    """Add ``"crossd"`` to ``monai.networks.layers.Conv``; refuses to replace another registration."""
+    """Add ``"crossd"`` to ``monai.networks.layers.Conv`` (idempotent); refuses to replace another registration.
+
+    Example:
+        >>> from monai.networks.layers import Conv
+        >>> register()
+        >>> Conv["crossd", 3].__name__
+        'CrossDConv3d'
+    """
     if CROSSD in Conv.names:
         if Conv.components[CROSSD].value is not crossd_factory:
             raise RuntimeError("MONAI's Conv factory already has a different 'CROSSD' entry; not overwriting it.")
