@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -12,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from monai_crossd.bundle.handlers import atomic_write_bytes
+from monai_crossd.utils import look_up
 
 __all__ = ["FINETUNE_MODES", "read_json", "trainable_parameters", "with_pretrained_2d", "write_json"]
 
@@ -32,10 +32,7 @@ def trainable_parameters(network: nn.Module, finetune: str = "full") -> list[nn.
     Raises:
         ValueError: unknown ``finetune`` (with a "did you mean").
     """
-    if finetune not in FINETUNE_MODES:
-        close = difflib.get_close_matches(str(finetune), list(FINETUNE_MODES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"`finetune` should be one of {tuple(FINETUNE_MODES)}, got {finetune!r}.{hint}")
+    finetune = look_up(finetune, tuple(FINETUNE_MODES), "finetune")
     from monai_crossd import engines
 
     params = getattr(engines, FINETUNE_MODES[finetune])(network)

@@ -1,22 +1,15 @@
-"""Helpers shared by the converters: option look-up, module tree rewriting, argument expansion."""
+"""Helpers shared by the converters: option look-up (:func:`monai_crossd.utils.look_up`), module tree rewriting,
+argument expansion."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch.nn as nn
 
+from monai_crossd.utils import look_up as choice
+
 __all__ = ["choice", "expand", "finish_like", "rewrite_modules"]
-
-
-def choice(value: str, options: Sequence[str], name: str) -> str:
-    """``value`` if it is one of ``options``, else a ValueError naming ``name`` with a did-you-mean hint."""
-    if isinstance(value, str) and value in options:
-        return value
-    close = difflib.get_close_matches(str(value), list(options), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"`{name}` should be one of {tuple(options)}, got {value!r}.{hint}")
 
 
 def expand(value):

@@ -10,7 +10,6 @@ here as an exact fractional circular shift, see :mod:`monai_crossd.networks.laye
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +26,7 @@ from monai_crossd.networks.layers.fourier_shift import (
 )
 from monai_crossd.networks.layers.per_sample_conv import per_sample_conv, per_sample_mixed_conv
 from monai_crossd.networks.layers.softmax_pool import bn_mlp_softmax_pool, mlp_softmax_pool, softmax_pool
+from monai_crossd.utils import look_up
 
 __all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
 
@@ -34,14 +34,6 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 KERNEL_3D_MODES = ("shifted", "raw")
 DEPTH_INITS = ("zeros", "replicate")
 ROTATION_INITS = ("random", "identity")
-
-
-def _choice(value: str, options: Sequence[str], name: str) -> str:
-    if value in options:
-        return value
-    close = difflib.get_close_matches(str(value), options, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"`{name}` should be one of {tuple(options)}, got {value!r}.{hint}")
 
 
 def _tuple(value: Sequence[int] | int, n: int, name: str) -> tuple[int, ...]:
@@ -209,16 +201,16 @@ class CrossDConv(nn.Module):
         self.stride = _tuple(stride, spatial_dims, "stride")
         self.dilation = _tuple(dilation, spatial_dims, "dilation")
         if isinstance(padding, str):
-            padding = _choice(padding, ("same", "valid"), "padding")
+            padding = look_up(padding, ("same", "valid"), "padding")
             if padding == "same" and any(s != 1 for s in self.stride):
                 raise ValueError(f"`padding='same'` needs `stride` 1, got {stride!r}.")
         else:
             padding = _tuple(padding, spatial_dims, "padding")
         self.padding = padding
-        self.padding_mode = _choice(padding_mode, PADDING_MODES, "padding_mode")
+        self.padding_mode = look_up(padding_mode, PADDING_MODES, "padding_mode")
         self.rotation = bool(rotation)
-        self.kernel_3d = _choice(kernel_3d, KERNEL_3D_MODES, "kernel_3d")
-        self.rotation_init = _choice(rotation_init, ROTATION_INITS, "rotation_init")
+        self.kernel_3d = look_up(kernel_3d, KERNEL_3D_MODES, "kernel_3d")
+        self.rotation_init = look_up(rotation_init, ROTATION_INITS, "rotation_init")
 
         k = self.kernel_size
         # a transposed layer stores its knowledge base as nn.ConvTranspose3d does: (in, out / groups, K, K, K)
@@ -345,7 +337,7 @@ class CrossDConv(nn.Module):
             raise TypeError(f"`conv` should be an nn.{source.__name__}, got {type(conv).__name__}.")
         if conv.kernel_size[0] != conv.kernel_size[1]:
             raise ValueError(f"`conv` should have a square kernel, got kernel_size={conv.kernel_size}.")
-        depth_init = _choice(depth_init, DEPTH_INITS, "depth_init")
+        depth_init = look_up(depth_init, DEPTH_INITS, "depth_init")
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
         if spatial_dims == 3 and not isinstance(padding, str):
             padding = (padding[0], *padding)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv, _tuple
 from monai_crossd.networks.layers.per_sample_conv import per_sample_conv_transpose

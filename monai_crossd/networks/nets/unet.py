@@ -19,7 +19,6 @@ it was trained with (``up_mode="resize"`` for checkpoints from before the transp
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from monai.networks.layers.simplelayers import SkipConnection
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.blocks.crossd_conv_transpose import CrossDConvTranspose
 from monai_crossd.networks.nets._utils import check_conv_kwargs, check_cubic_kernel, check_input, make_act, make_norm
+from monai_crossd.utils import look_up
 
 __all__ = ["CrossDConvolution", "CrossDResidualUnit", "CrossDUNet", "UP_MODES"]
 
@@ -301,10 +301,7 @@ class CrossDUNet(nn.Module):
             )
         if isinstance(num_res_units, bool) or not isinstance(num_res_units, int) or num_res_units < 0:
             raise ValueError(f"`num_res_units` should be a non-negative int, got {num_res_units!r}.")
-        if up_mode not in UP_MODES:
-            close = difflib.get_close_matches(str(up_mode), UP_MODES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"`up_mode` should be one of {UP_MODES}, got {up_mode!r}.{hint}")
+        up_mode = look_up(up_mode, UP_MODES, "up_mode")
         padding_mode = (conv_kwargs or {}).get("padding_mode", "zeros")
         if up_mode == "deconv" and padding_mode != "zeros":
             raise ValueError(
