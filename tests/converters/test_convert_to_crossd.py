@@ -95,7 +95,14 @@ def test_single_conv_and_gradients():
     layer, report = convert_to_crossd(conv)
     assert isinstance(layer, CrossDConv) and report.replaced == {"": "Conv2d -> CrossDConv (kernel 3, depth_init=zeros)"}
     layer(torch.randn(2, 2, 6, 6)).square().sum().backward()
-    assert all(p.grad is not None for p in layer.parameters())
+    rot_in, rot_bn, rot_out = layer.rotation_net[0], layer.rotation_net[1], layer.rotation_net[3]
+    # the kernel learns, and the angle moves away from R = I
+    for g in (layer.weight.grad, layer.bias.grad, rot_out.weight.grad[3], rot_out.bias.grad[3]):
+        assert g.abs().sum() > 0
+    # at R = I the last rotation layer is zero, so nothing reaches the first ones yet, nor the axis (theta = 0)
+    for g in (rot_in.weight.grad, rot_in.bias.grad, rot_bn.weight.grad, rot_bn.bias.grad, rot_out.weight.grad[:3],
+              rot_out.bias.grad[:3]):  # fmt: skip
+        assert g.abs().sum() == 0
 
 
 def test_errors():

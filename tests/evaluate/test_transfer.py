@@ -188,7 +188,6 @@ def test_cli_transfer_end_to_end(tmp_path):
     cfg = results["config"]
     assert cfg["target"] == str(target) and cfg["methods"] == ["crossd", "i3d"] and cfg["protocols"] == ["weak"]
     assert [Path(s).name for s in cfg["source"]] == list(DEFAULT_SOURCES)  # the default 2D source was used
-    assert results["environment"]["seconds"] > 0
 
     def check_metrics(m):
         assert set(m) == {"accuracy", "balanced_accuracy", "auc"}

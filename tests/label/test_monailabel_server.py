@@ -201,7 +201,6 @@ def _infer_json(server, model: str, image: str) -> dict:
 def test_monailabel_server(server, tmp_path):
     import nibabel as nib
 
-    t0 = time.monotonic()
     base = server["base"]
     repo_ckpt = BUNDLES / SEG / "models" / "model.pt"
     repo_ckpt_before = _sha256(repo_ckpt) if repo_ckpt.is_file() else None
@@ -258,4 +257,4 @@ def test_monailabel_server(server, tmp_path):
 
     # the repository's bundle is untouched: training wrote into the app's working copy only
     assert (_sha256(repo_ckpt) if repo_ckpt.is_file() else None) == repo_ckpt_before
-    assert time.monotonic() - t0 < 240, f"test took {time.monotonic() - t0:.0f}s"
+

@@ -244,7 +244,12 @@ class CrossDConv(nn.Module):
 
     @property
     def is_static(self) -> bool:
-        """One kernel for every sample: ``rotation=False`` (``R = I``), or a 3D layer with ``kernel_3d="raw"``."""
+        """One kernel for every sample: ``rotation=False`` (``R = I``), or a 3D layer with ``kernel_3d="raw"``.
+
+        A ``1 x 1`` layer is not static by this definition although no shift changes a single tap: its rotation
+        network runs (as in the authors' layer) and gets zero gradients; skipping it would leave parameters without
+        gradients, which ``DistributedDataParallel`` refuses (measured with the bundles' multi-GPU configs).
+        """
         return not self.rotation or (self.spatial_dims == 3 and self.kernel_3d == "raw")
 
     def static_kernel(self) -> torch.Tensor:

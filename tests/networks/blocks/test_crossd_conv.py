@@ -11,6 +11,7 @@ from monai.networks.layers import Conv
 from monai_crossd.converters import convert_reference_state_dict
 from monai_crossd.networks import CrossDConv, CrossDConv2d, CrossDConv3d
 from monai_crossd.networks import register
+from monai_crossd.networks.layers import shift_kernel
 from tests.oracle import FFTCrossDConv2d
 
 # ---------------------------------------------------------------- reference: the authors' outputs
@@ -309,3 +310,21 @@ def test_bad_inputs():
         l2(torch.randn(1, 3, 5, 5))
     with pytest.raises(TypeError, match="`x` should be a torch.Tensor, got ndarray"):
         l2(torch.randn(1, 4, 5, 5).numpy())
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_a_1x1_knowledge_base_ignores_its_rotation_network(spatial_dims):
+    """A single tap has nothing to shift (the shift operator is 1 for K = 1): the layer is a plain 1x1 conv whose
+    rotation network runs (DDP needs every parameter used) and gets exactly zero gradients."""
+    layer = CrossDConv(spatial_dims, 3, 4, 1).double().train()
+    with torch.no_grad():
+        layer.rotation_net[3].weight.mul_(10)
+    x = torch.randn(2, 3, *(5,) * spatial_dims, dtype=torch.float64)
+    shifted = shift_kernel(layer.weight, layer.predict_shift(x), plane=0 if spatial_dims == 2 else None)
+    torch.testing.assert_close(shifted[0], layer.static_kernel(), atol=1e-12, rtol=0)  # any shift: the same kernel
+    conv = (F.conv2d, F.conv3d)[spatial_dims - 2]
+    y = layer(x)
+    torch.testing.assert_close(y, conv(x, layer.static_kernel(), layer.bias), atol=1e-12, rtol=0)
+    y.square().sum().backward()
+    assert layer.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in layer.rotation_net.parameters())

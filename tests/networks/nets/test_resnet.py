@@ -172,14 +172,21 @@ def test_jit_trace_save_load():
         torch.testing.assert_close(loaded(x), net(x))
 
 
+#: PReLU in front of the stem max pool: only its positive inputs are picked, so its slope gets no gradient
+ZERO_GRAD_OK = {"relu.weight"}
+
+
 @pytest.mark.parametrize("dim, block", [(2, "basic"), (3, "bottleneck")])
 def test_every_parameter_gets_a_gradient(dim, block):
     net = small(dim, block, act="prelu").train()
     x = torch.randn(2, 3, *((8, 8, 8) if dim == 3 else (32, 32)))
     net(x).square().sum().backward()
     for name, p in net.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
+        if ".rotation_net." in name and net.get_submodule(name.split(".rotation_net.")[0]).kernel_size == 1:
+            assert p.grad is not None and p.grad.abs().sum() == 0, name  # a 1x1x1 knowledge base: nothing to shift
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0 or name in ZERO_GRAD_OK, name  # every parameter learns
 
 
 # ---------------------------------------------------------------- bad arguments

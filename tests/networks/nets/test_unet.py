@@ -170,14 +170,20 @@ def test_jit_trace_save_load():
         torch.testing.assert_close(loaded(x), net(x))
 
 
+ZERO_GRAD_OK: set = set()
+
+
 @pytest.mark.parametrize("dim, num_res_units", [(2, 0), (2, 2), (3, 1)])
 def test_every_parameter_gets_a_gradient(dim, num_res_units):
     net = CrossDUNet(dim, **BASE, num_res_units=num_res_units, norm="batch").train()
     x = torch.randn(2, 1, *((8, 8, 8) if dim == 3 else (16, 16)))
     net(x).square().sum().backward()
     for name, p in net.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
+        if ".rotation_net." in name and net.get_submodule(name.split(".rotation_net.")[0]).kernel_size == 1:
+            assert p.grad is not None and p.grad.abs().sum() == 0, name  # a 1x1x1 knowledge base: nothing to shift
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0 or name in ZERO_GRAD_OK, name  # every parameter learns
 
 
 # ---------------------------------------------------------------- bad arguments
