@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["fft_rotate_kernel", "FFTCrossDConv2d", "FFTCrossDConvTranspose"]
+__all__ = ["FFTCrossDConv2d", "FFTCrossDConvTranspose", "fft_rotate_kernel"]
 
 
 def fft_rotate_kernel(weight: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:

@@ -25,15 +25,15 @@ import torch
 from monai_crossd.networks.layers.per_sample_conv import mix_kernel
 
 __all__ = [
+    "apply_shift",
     "axis_angle_from_params",
+    "knowledge_base_from_2d",
     "linear_rotation_matrix",
     "shift_from_axis_angle",
     "shift_from_rotation",
-    "shift_operators",
-    "apply_shift",
-    "knowledge_base_from_2d",
     "shift_kernel",
     "shift_matrix",
+    "shift_operators",
 ]
 
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "PATHS",
     "MIXED_PATHS",
+    "PATHS",
     "mix_kernel",
     "per_sample_conv",
     "per_sample_conv_transpose",
@@ -145,6 +145,16 @@ def _taps_last(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, s
     return x.reshape(x.shape[0], -1, math.prod(kernel_size))
 
 
+def _per_sample(call, x: torch.Tensor, kernels: torch.Tensor, groups: int, path: str) -> torch.Tensor:
+    """``call(x[b], kernels[b], groups)`` for every sample, as a loop (``"loop"``) or as one call with the batch
+    folded into the channels and ``B * groups`` groups (``"grouped"``, the trick of timm's ``CondConv2d``)."""
+    if path == "loop":
+        return torch.cat([call(x[i : i + 1], k, groups) for i, k in enumerate(kernels)])
+    b = x.shape[0]
+    out = call(x.reshape(1, -1, *x.shape[2:]), kernels.reshape(-1, *kernels.shape[2:]), b * groups)
+    return out.reshape(b, -1, *out.shape[2:])
+
+
 def per_sample_conv(
     x: torch.Tensor,
     kernels: torch.Tensor,
@@ -178,9 +188,7 @@ def per_sample_conv(
     if path is None:
         path = select_path(x, kernels.shape[3:], stride, padding, dilation, mixed=False)
     _check_path(path, PATHS, nd)
-    if path == "loop":
-        out = torch.cat([conv(x[i : i + 1], kernels[i], None, stride, padding, dilation, groups) for i in range(b)])
-    elif path == "unfold":
+    if path == "unfold":
         # im2col once for the batch, then one (B * groups)-batched GEMM with the per-sample kernels
         o, ksize = kernels.shape[1], kernels.shape[3:]
         cols = F.unfold(x, ksize, dilation, padding, stride)  # (B, C * P, L)
@@ -188,16 +196,7 @@ def per_sample_conv(
         out = torch.matmul(kernels.reshape(b, groups, o // groups, -1), cols)  # (B, g, O / g, L)
         out = out.view(b, o, *_out_shape(x, ksize, stride, padding, dilation))
     else:
-        out = conv(
-            x.reshape(1, -1, *x.shape[2:]),
-            kernels.reshape(-1, *kernels.shape[2:]),
-            None,
-            stride,
-            padding,
-            dilation,
-            b * groups,
-        )
-        out = out.reshape(b, kernels.shape[1], *out.shape[2:])
+        out = _per_sample(lambda xi, k, g: conv(xi, k, None, stride, padding, dilation, g), x, kernels, groups, path)
     return _add_bias(out, bias)
 
 
@@ -319,20 +318,7 @@ def per_sample_conv_transpose(
         path = select_path(x, kernels.shape[3:], 1, 0, 1, mixed=False, transposed=True)
     if path not in ("grouped", "loop"):
         raise ValueError(f"`path` should be 'grouped', 'loop' or None for a transposed convolution, got {path!r}.")
-    if path == "loop":
-        out = torch.cat(
-            [conv_t(x[i : i + 1], k, None, stride, padding, output_padding, groups, dilation) for i, k in enumerate(kernels)]
-        )
-    else:
-        out = conv_t(
-            x.reshape(1, -1, *x.shape[2:]),
-            kernels.reshape(-1, *kernels.shape[2:]),
-            None,
-            stride,
-            padding,
-            output_padding,
-            b * groups,
-            dilation,
-        )
-        out = out.reshape(b, -1, *out.shape[2:])
+    out = _per_sample(
+        lambda xi, k, g: conv_t(xi, k, None, stride, padding, output_padding, g, dilation), x, kernels, groups, path
+    )
     return _add_bias(out, bias)

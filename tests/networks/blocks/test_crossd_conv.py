@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from monai.networks.layers import Conv
 
 from monai_crossd.converters import convert_reference_state_dict
-from monai_crossd.networks import CrossDConv, CrossDConv2d, CrossDConv3d
-from monai_crossd.networks import register
+from monai_crossd.networks import CrossDConv, CrossDConv2d, CrossDConv3d, register
 from monai_crossd.networks.layers import shift_kernel
 from tests.oracle import FFTCrossDConv2d
 
