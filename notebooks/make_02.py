@@ -18,8 +18,8 @@ Cross-D Conv's promise is that knowledge learnt on 2D images carries over to 3D 
 > **A few-minute toy run.** Narrow networks (widths 8-64), a few hundred 2D images, 192 training volumes, three
 > epochs, two seeds, on one CPU thread. It shows the workflow and the API, **not** which method is better: the
 > differences below are within seed-to-seed noise. The real study (full-width ResNet18, whole data sets, weak
-> probing and full fine-tuning, several seeds) is `python -m monai_crossd.evaluate transfer --target
-> ../shared/data/medmnist/vesselmnist3d.npz` (`monai_crossd.evaluate.run_transfer`); its committed results live in
+> probing and full fine-tuning, several seeds) is `python -m monai_crossd.apps.transfer transfer --target
+> ../shared/data/medmnist/vesselmnist3d.npz` (`monai_crossd.apps.transfer.run_transfer`); its committed results live in
 > [`benchmarks/results/transfer/`](../benchmarks/results/transfer/)."""),
     nbf.v4.new_code_cell("""import tempfile
 import time
@@ -34,9 +34,9 @@ from monai.networks.nets import ResNet
 from monai.utils import set_determinism
 
 from monai_crossd.converters import convert_to_3d, convert_to_crossd, load_pretrained_2d
-from monai_crossd.data.medmnist import load_medmnist
-from monai_crossd.engines import weak_probing
-from monai_crossd.evaluate.transfer import classification_metrics
+from monai_crossd.apps.data.medmnist import load_medmnist
+from monai_crossd.apps.probing import weak_probing
+from monai_crossd.apps.transfer.study import classification_metrics
 from monai_crossd.networks.nets import crossd_resnet18
 
 torch.set_num_threads(1)  # small runs on a shared CPU
@@ -147,7 +147,7 @@ prior (strict: every key is used or accounted for; the 4-class head is re-initia
 prior goes through `convert_to_3d(net, method)` for `acs`, `i3d` and `center`; `scratch` is the I3D network with
 fresh Kaiming weights.
 
-Protocol: the paper's **weak probing** (`monai_crossd.engines.weak_probing`: only normalisation layers and the
+Protocol: the paper's **weak probing** (`monai_crossd.apps.probing.weak_probing`: only normalisation layers and the
 final linear layer train), so the features come from the prior. Training: a balanced subset of 96 vessels + 96
 aneurysms, 3 epochs, 2 seeds (initialisation of the new head and batch order); test: the whole real test split (382 volumes, 43 aneurysms)."""),
     nbf.v4.new_code_cell("""target = DATA / "medmnist" / "vesselmnist3d.npz"
@@ -216,7 +216,7 @@ data, one 2D Cross-D checkpoint loads strictly into a 3D network, and the Cross-
 the plain ones per step on a CPU (per-sample kernels; the timings printed above).
 
 The same comparison at full scale, with the paper's protocols and several seeds, is the transfer study
-(`monai_crossd.evaluate.run_transfer`, results in `benchmarks/results/transfer/`). To start a 3D bundle from a 2D
+(`monai_crossd.apps.transfer.run_transfer`, results in `benchmarks/results/transfer/`). To start a 3D bundle from a 2D
 prior, pass the checkpoint as `--pretrained_2d` (e.g. `bundles/crossd_vessel_classification`, with the prior from
 `bundles/crossd_pretrain2d`); notebook 03 runs the bundles."""),
 ]

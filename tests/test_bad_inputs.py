@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from monai_crossd.bundle import CheckedCheckpointLoader, ResumeCheckpointLoader
+from monai_crossd.apps.bundle import CheckedCheckpointLoader, ResumeCheckpointLoader
 from monai_crossd.converters import load_pretrained_2d
-from monai_crossd.data import CheckedLoadImaged, CheckFinited, check_datalist, check_dicom_series
+from monai_crossd.apps.data import CheckedLoadImaged, CheckFinited, check_datalist, check_dicom_series
 from monai_crossd.networks.nets import CrossDResNet, CrossDUNet, crossd_resnet18
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +323,7 @@ def test_bundle_configs_use_the_checked_loaders():
     for name in ("crossd_brats", "crossd_hippocampus_segmentation"):
         for config in ("train.json", "inference.json"):
             content = json.loads((REPO / "bundles" / name / "configs" / config).read_text())
-            assert "monai_crossd.data.CheckFinited" in json.dumps(content), (name, config)
+            assert "monai_crossd.apps.data.CheckFinited" in json.dumps(content), (name, config)
 
 
 def test_checked_loader_settings_reach_monai_loader(nifti):

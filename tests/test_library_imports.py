@@ -30,5 +30,15 @@ def test_networks_and_converters_load_no_application_module_and_register_nothing
 
 
 def test_applications_load_on_first_use():
-    out = _loaded("import monai_crossd\nmonai_crossd.engines.weak_probing")
-    assert "monai_crossd.engines" in out["modules"]
+    assert "monai_crossd.apps" not in _loaded("import monai_crossd")["modules"]
+    out = _loaded("import monai_crossd\nmonai_crossd.apps.probing.weak_probing")
+    assert "monai_crossd.apps.probing" in out["modules"]
+    assert "monai_crossd.apps.transfer" not in out["modules"]
+
+
+def test_old_study_command_still_runs():
+    done = subprocess.run([sys.executable, "-m", "monai_crossd.evaluate", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "python -m monai_crossd.apps.transfer" in done.stdout
+    assert "moved to `python -m monai_crossd.apps.transfer`" in done.stderr

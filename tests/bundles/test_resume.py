@@ -5,7 +5,7 @@
 * Kill and resume: the crossd_vessel_classification bundle trains 3 tiny epochs (8 real cases) in a subprocess
   (``python -m monai.bundle run``); a second copy is SIGKILLed as soon as its first ``last.pt`` appears and is
   restarted with ``--resume True``. The resumed run's final weights (``last.pt``'s ``model``) equal the
-  uninterrupted run's: the bundle's :class:`monai_crossd.bundle.EpochSeed` reseeds every generator per epoch.
+  uninterrupted run's: the bundle's :class:`monai_crossd.apps.bundle.EpochSeed` reseeds every generator per epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_crossd.bundle import LastCheckpointSaver, atomic_torch_save
+from monai_crossd.apps.bundle import LastCheckpointSaver, atomic_torch_save
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "bundles" / "crossd_vessel_classification" / "configs" / "train.json"

@@ -81,7 +81,7 @@ def _make_brats_nifti(out: Path) -> Path:
     import nibabel as nib
     from monai.transforms import LoadImage
 
-    from monai_crossd.data.dicom import match_series
+    from monai_crossd.apps.data.dicom import match_series
 
     series = match_series(STUDY3, modalities=("FLAIR", "T1w", "T1wCE", "T2w"))
     loader = LoadImage(image_only=True, reader="PydicomReader")

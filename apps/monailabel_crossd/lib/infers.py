@@ -24,7 +24,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.transform.pre import LoadImageTensord
 
-from monai_crossd.data.checks import CheckedLoadImaged
+from monai_crossd.apps.data.checks import CheckedLoadImaged
 
 __all__ = ["CrossDClassificationInfer", "CrossDSegmentationInfer"]
 

@@ -96,7 +96,7 @@ class LoadStudyd:
 
     * a 4D NIfTI ``(X, Y, Z, C)`` whose channels are in ``modalities`` order (the MSD BraTS layout);
     * a study folder holding one DICOM series folder (or one NIfTI file) per modality, matched by name with
-      :func:`monai_crossd.data.dicom.match_series` (e.g. TCIA ``11-T1post-18670`` -> ``T1wCE``).
+      :func:`monai_crossd.apps.data.dicom.match_series` (e.g. TCIA ``11-T1post-18670`` -> ``T1wCE``).
 
     Output: with ``split=True`` one channel-first image per modality under the modality's key (``d["FLAIR"]``, ...),
     for a bundle whose own preprocessing aligns and concatenates the modalities; with ``split=False`` one
@@ -132,7 +132,7 @@ class LoadStudyd:
         from monai.data import MetaTensor
 
         if Path(path).is_dir():
-            from monai_crossd.data.dicom import match_series
+            from monai_crossd.apps.data.dicom import match_series
 
             series = match_series(path, modalities=self.modalities)
             logger.info("study %s: %s", path, {m: os.path.basename(series[m]) for m in self.modalities})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_crossd.data import image_folder_classes, image_folder_datalist, scan_image_folder
+from monai_crossd.apps.data import image_folder_classes, image_folder_datalist, scan_image_folder
 
 LAYOUT = {"CT/abdomen/normal": 10, "CT/abdomen/cyst": 5, "MR/brain/glioma": 2, "US/thyroid/nodule": 1}
 
@@ -59,7 +59,7 @@ def test_given_classes_and_unknown_class(root):
 
 def test_wrong_depth_is_skipped_with_a_warning(root, caplog):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "CT" / "stray.png")
-    with caplog.at_level(logging.WARNING, logger="monai_crossd.data.image_folder"):
+    with caplog.at_level(logging.WARNING, logger="monai_crossd.apps.data.image_folder"):
         assert image_folder_classes(root) == sorted(LAYOUT)
     assert "Skipped 1 image files" in caplog.text
 

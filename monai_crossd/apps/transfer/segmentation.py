@@ -1,10 +1,10 @@
 """Segmentation targets of the transfer study: MSD-layout NIfTI folders, a ResNet18 encoder-decoder, Dice.
 
-:func:`~monai_crossd.evaluate.run_transfer` uses this module when its ``target`` is a folder in the Medical
+:func:`~monai_crossd.apps.transfer.run_transfer` uses this module when its ``target`` is a folder in the Medical
 Segmentation Decathlon layout (``<dir>/imagesTr/<case>.nii.gz`` + ``<dir>/labelsTr/<case>.nii.gz``, e.g. MSD
 Task04 hippocampus):
 
-- **Split**: the image/label pairs (:func:`~monai_crossd.data.nifti_pairs.paired_nifti_datalist`, sorted by
+- **Split**: the image/label pairs (:func:`~monai_crossd.apps.data.nifti_pairs.paired_nifti_datalist`, sorted by
   name) are shuffled with a fixed seed (0) and split 60/20/20 into train/val/test (:func:`split_cases`); a
   ``max_samples`` cap keeps the first cases of each split's shuffled order.
 - **Preprocessing** (:func:`preprocess`): each volume is read with nibabel as stored (no reorientation, no
@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from monai_crossd.data.nifti_pairs import paired_nifti_datalist
-from monai_crossd.engines import weak_probing
+from monai_crossd.apps.data.nifti_pairs import paired_nifti_datalist
+from monai_crossd.apps.probing import weak_probing
 
 __all__ = [
     "SPLIT_FRACTIONS",
@@ -393,7 +393,7 @@ def segmentation_weak_probing(model: SegmentationNet) -> list[nn.Parameter]:
     """Weak probing for segmentation: the encoder's normalisation layers and the whole decoder train.
 
     The decoder and its head are new and the segmentation counterpart of the classifier's final linear layer,
-    so this is :func:`~monai_crossd.engines.weak_probing` with ``classifier="decoder"``: every conv of the
+    so this is :func:`~monai_crossd.apps.probing.weak_probing` with ``classifier="decoder"``: every conv of the
     encoder (the transferred knowledge) is frozen, Cross-D rotation networks included.
 
     Returns:

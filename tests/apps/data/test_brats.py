@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_crossd.bundle import (
+from monai_crossd.apps.bundle import (
     BestCheckpointSaver,
     ClassificationWriter,
     atomic_torch_save,
@@ -20,7 +20,7 @@ from monai_crossd.bundle import (
     should_resume,
     trainable_parameters,
 )
-from monai_crossd.data import (
+from monai_crossd.apps.data import (
     BRATS_MODALITIES,
     DEMO_MARKER,
     brats_datalist,
@@ -229,7 +229,7 @@ def test_demo_is_deterministic_labelled_synthetic_and_reused(tmp_path, caplog):
 
 
 def test_bundle_root_from_config(tmp_path, monkeypatch):
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     monkeypatch.setattr("sys.argv", ["x"])
     monkeypatch.chdir(repo)
     assert bundle_root_from_config("crossd_brats") == str(repo / "bundles" / "crossd_brats")

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 from monai.bundle import ConfigParser
 
-import monai_crossd.engines
-from monai_crossd.engines import find_classifier, full_finetuning, linear_probing, weak_probing
+import monai_crossd.apps.probing
+from monai_crossd.apps.probing import find_classifier, full_finetuning, linear_probing, weak_probing
 from monai_crossd.networks.nets import CrossDResNet, CrossDUNet
 
 NORM_SUFFIXES = (".bn1", ".bn2", ".bn3", ".downsample.1")
@@ -119,17 +119,17 @@ def test_errors():
 
 def test_bundle_config():
     config = {
-        "imports": ["$import monai_crossd", "$import monai_crossd.engines"],
+        "imports": ["$import monai_crossd", "$import monai_crossd.apps.probing"],
         "network_def": {
             "_target_": "monai_crossd.networks.nets.crossd_resnet18",
             "spatial_dims": 3, "in_channels": 1, "num_classes": 2, "block_inplanes": [4, 4, 8, 8],
         },
-        "optimizer": {"_target_": "torch.optim.Adam", "params": "$monai_crossd.engines.weak_probing(@network_def)",
+        "optimizer": {"_target_": "torch.optim.Adam", "params": "$monai_crossd.apps.probing.weak_probing(@network_def)",
                       "lr": 1e-3},
     }  # fmt: skip
     parser = ConfigParser(config)
     optimizer = parser.get_parsed_content("optimizer")
     net = parser.get_parsed_content("network_def")
-    assert monai_crossd.engines.weak_probing is weak_probing
+    assert monai_crossd.apps.probing.weak_probing is weak_probing
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in net.parameters() if p.requires_grad]
     assert trainable(net) == {n for n, _ in net.named_parameters() if is_net_norm(n) or n.startswith("fc.")}

@@ -6,7 +6,7 @@ suitable reader ... please install the reader libraries"), and they accept NaN v
 DICOM series. The transforms here fail early with the key and the file named:
 
 * :class:`CheckedLoadImaged`: MONAI's ``LoadImaged`` that checks a DICOM series folder first
-  (:func:`monai_crossd.data.check_dicom_series`) and re-raises any read error as a ``ValueError`` naming the key
+  (:func:`monai_crossd.apps.data.check_dicom_series`) and re-raises any read error as a ``ValueError`` naming the key
   and the file.
 * :class:`CheckFinited`: fails on NaN/Inf voxels with the key, the file and the count.
 * :func:`check_datalist`: a non-empty list of dicts with the required keys and integer labels in
@@ -25,7 +25,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform
 
-from monai_crossd.data.dicom import check_dicom_series
+from monai_crossd.apps.data.dicom import check_dicom_series
 
 __all__ = ["CheckFinited", "CheckedLoadImaged", "check_datalist"]
 
@@ -45,7 +45,7 @@ class CheckedLoadImaged(LoadImaged):
     Same arguments as :class:`monai.transforms.LoadImaged`, plus:
 
     Args:
-        check_dicom: run :func:`monai_crossd.data.check_dicom_series` on every value that is a folder (a DICOM
+        check_dicom: run :func:`monai_crossd.apps.data.check_dicom_series` on every value that is a folder (a DICOM
             series: one series, no missing slice, regular spacing). Defaults to ``True``.
 
     Raises:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_crossd.data import (
+from monai_crossd.apps.data import (
     existing_files,
     load_medmnist,
     medmnist_class_names,
@@ -16,7 +16,7 @@ from monai_crossd.data import (
     write_medmnist_subset,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EMBEDDED = REPO / "bundles" / "crossd_pretrain2d" / "data"
 VESSEL = REPO / "bundles" / "crossd_vessel_classification" / "data" / "vesselmnist3d.npz"
 

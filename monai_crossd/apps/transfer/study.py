@@ -19,7 +19,7 @@ Targets, told apart by :func:`target_kind`:
   hippocampus), split 60/20/20 with a fixed seed and centre-cropped/padded to one size; the transferred 3D
   ResNet18 becomes the encoder of a UNet-style network whose decoder trains from scratch; weak probing trains
   the encoder's norms and the decoder. Per-class Dice and mean Dice, the epoch picked by validation mean Dice.
-  See :mod:`monai_crossd.evaluate.segmentation`.
+  See :mod:`monai_crossd.apps.transfer.segmentation`.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ import torch.nn.functional as F
 from monai.metrics import compute_roc_auc
 from monai.utils import set_determinism
 
-from monai_crossd.bundle.handlers import atomic_torch_save, atomic_write_bytes
+from monai_crossd.apps.bundle.handlers import atomic_torch_save, atomic_write_bytes
 from monai_crossd.converters import convert_to_3d
-from monai_crossd.data.medmnist import load_medmnist
-from monai_crossd.data.nifti_pairs import paired_nifti_datalist
-from monai_crossd.engines import full_finetuning, weak_probing
-from monai_crossd.evaluate.segmentation import (
+from monai_crossd.apps.data.medmnist import load_medmnist
+from monai_crossd.apps.data.nifti_pairs import paired_nifti_datalist
+from monai_crossd.apps.probing import full_finetuning, weak_probing
+from monai_crossd.apps.transfer.segmentation import (
     SegmentationNet,
     load_segmentation_target,
     segmentation_metrics,

@@ -25,7 +25,7 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from monai_crossd.data.dicom import match_series
+from monai_crossd.apps.data.dicom import match_series
 
 __all__ = [
     "BRATS_LAYOUTS",
@@ -247,7 +247,7 @@ def study_datalist(
     Args:
         input_dir: folder of one study, one sub-folder (DICOM series) or NIfTI file per modality.
         modalities: modality keys wanted. Defaults to :data:`BRATS_MODALITIES`.
-        patterns: name patterns per modality; :data:`monai_crossd.data.dicom.DEFAULT_SERIES_PATTERNS` when ``None``.
+        patterns: name patterns per modality; :data:`monai_crossd.apps.data.dicom.DEFAULT_SERIES_PATTERNS` when ``None``.
         case_id: id written with the predictions; the folder name when ``None``.
 
     Returns:

@@ -1,6 +1,6 @@
 """Where a bundle lives, found from the config file being run (MONAI 1.6 gives configs no ``__file__``).
 
-A bundle config says ``"bundle_root": "$monai_crossd.bundle.bundle_root_from_config('crossd_brats')"``. The
+A bundle config says ``"bundle_root": "$monai_crossd.apps.bundle.bundle_root_from_config('crossd_brats')"``. The
 function recovers the path of the config file that MONAI is parsing, in this order:
 
 1. a ``monai.bundle.ConfigWorkflow`` being initialised or run up the call stack (``python -m monai.bundle run``,

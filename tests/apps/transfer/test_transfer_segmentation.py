@@ -1,4 +1,4 @@
-"""``monai_crossd.evaluate`` on segmentation targets: Dice, preprocessing, the encoder-decoder, weak probing, the CLI."""
+"""``monai_crossd.apps.transfer`` on segmentation targets: Dice, preprocessing, the encoder-decoder, weak probing, the CLI."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from monai_crossd.evaluate import SegmentationNet, TransferConfig, dice_per_class, segmentation_metrics, target_kind
-from monai_crossd.evaluate.__main__ import main
-from monai_crossd.evaluate.segmentation import (
+from monai_crossd.apps.transfer import SegmentationNet, TransferConfig, dice_per_class, segmentation_metrics, target_kind
+from monai_crossd.apps.transfer.__main__ import main
+from monai_crossd.apps.transfer.segmentation import (
     center_crop_pad,
     class_names,
     default_size,
@@ -23,11 +23,11 @@ from monai_crossd.evaluate.segmentation import (
     segmentation_weak_probing,
     split_cases,
 )
-from monai_crossd.evaluate.transfer import _build_3d, _plain_resnet18
+from monai_crossd.apps.transfer.study import _build_3d, _plain_resnet18
 from monai_crossd.networks.blocks import RotationNetwork
 from monai_crossd.networks.nets import CrossDResNet, crossd_resnet18
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "hippocampus"
 
 
@@ -249,7 +249,7 @@ def test_cli_segmentation_end_to_end(tmp_path):
     }
     args = "--max-samples 6 --epochs 1 --seeds 1 --methods crossd center --protocols weak --batch-size 3 --threads 1"
     args += f" --plain-prior {tmp_path / 'plain.pt'} --crossd-prior {tmp_path / 'crossd.pt'} --out {tmp_path / 'out'}"
-    cmd = [sys.executable, "-m", "monai_crossd.evaluate", "transfer", "--target", str(HIPPOCAMPUS), *args.split()]
+    cmd = [sys.executable, "-m", "monai_crossd.apps.transfer", "transfer", "--target", str(HIPPOCAMPUS), *args.split()]
     proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "crossd weak seed 0 epoch 1/1" in proc.stdout and "val mean dice" in proc.stdout  # progress per epoch

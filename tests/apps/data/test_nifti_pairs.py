@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monai_crossd.data import paired_nifti_datalist
+from monai_crossd.apps.data import paired_nifti_datalist
 
 
 @pytest.fixture

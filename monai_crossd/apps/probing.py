@@ -11,10 +11,10 @@
 Each function sets ``requires_grad`` on every parameter of the model (in place) and returns the
 trainable parameters, so that it can feed an optimizer directly, also from a MONAI bundle config::
 
-    "imports": ["$import monai_crossd", "$import monai_crossd.engines"],
+    "imports": ["$import monai_crossd", "$import monai_crossd.apps.probing"],
     "optimizer": {
         "_target_": "torch.optim.Adam",
-        "params": "$monai_crossd.engines.weak_probing(@network)",
+        "params": "$monai_crossd.apps.probing.weak_probing(@network)",
         "lr": 0.001
     }
 

@@ -1,4 +1,4 @@
-"""``monai_crossd.evaluate``: metrics, config checks and the ``transfer`` command line end to end."""
+"""``monai_crossd.apps.transfer``: metrics, config checks and the ``transfer`` command line end to end."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from monai_crossd.evaluate import METHODS, PROTOCOLS, TransferConfig, classification_metrics
-from monai_crossd.evaluate.__main__ import DEFAULT_SOURCES, _default_source, main
+from monai_crossd.apps.transfer import METHODS, PROTOCOLS, TransferConfig, classification_metrics
+from monai_crossd.apps.transfer.__main__ import DEFAULT_SOURCES, _default_source, main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _binary_logits(p1: list[float]) -> torch.Tensor:
@@ -172,7 +172,7 @@ def test_cli_transfer_end_to_end(tmp_path):
     # tensors spin against each other (~90 s instead of ~25 s of wall time at load average 9)
     bounds = "--seeds 1 --epochs 1 --pretrain-epochs 1 --max-samples 16 --max-source-samples 16"
     bounds += " --methods crossd i3d --protocols weak --threads 1"
-    cmd = [sys.executable, "-m", "monai_crossd.evaluate", "transfer", "--target", str(target), *bounds.split()]
+    cmd = [sys.executable, "-m", "monai_crossd.apps.transfer", "transfer", "--target", str(target), *bounds.split()]
     proc = subprocess.run(cmd, check=False, cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

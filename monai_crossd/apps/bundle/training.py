@@ -10,14 +10,15 @@ from typing import Any
 
 from torch import nn
 
-from monai_crossd.bundle.handlers import atomic_write_bytes
+from monai_crossd.apps import probing
+from monai_crossd.apps.bundle.handlers import atomic_write_bytes
 from monai_crossd.utils import look_up
 
 __all__ = ["FINETUNE_MODES", "read_json", "trainable_parameters", "with_pretrained_2d", "write_json"]
 
 logger = logging.getLogger(__name__)
 
-#: ``finetune`` value -> function of :mod:`monai_crossd.engines` returning the parameters to train
+#: ``finetune`` value -> function of :mod:`monai_crossd.apps.probing` returning the parameters to train
 FINETUNE_MODES = {"weak_probing": "weak_probing", "linear_probing": "linear_probing", "full": "full_finetuning"}
 
 
@@ -33,9 +34,7 @@ def trainable_parameters(network: nn.Module, finetune: str = "full") -> list[nn.
         ValueError: unknown ``finetune`` (with a "did you mean").
     """
     finetune = look_up(finetune, tuple(FINETUNE_MODES), "finetune")
-    from monai_crossd import engines
-
-    params = getattr(engines, FINETUNE_MODES[finetune])(network)
+    params = getattr(probing, FINETUNE_MODES[finetune])(network)
     logger.info(
         "finetune=%s: %d of %d parameters train.",
         finetune,
