@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_crossd.apps.data import BRATS_MODALITIES
+
 __all__ = ["MODALITIES", "LoadStudyd", "StashImagePathd", "ToProbabilitiesd", "is_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
 #: Default modality order of a multi-modal brain MR study: the channel order of the classifier's input.
-MODALITIES: tuple[str, ...] = ("FLAIR", "T1w", "T1wCE", "T2w")
+MODALITIES = BRATS_MODALITIES
 
 _RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 

@@ -8,11 +8,10 @@ from .brats import (
     NIFTI_SUFFIXES,
     brats_datalist,
     detect_brats_layout,
-    split_datalist,
     study_datalist,
 )
 from .checks import CheckedLoadImaged, CheckFinited, check_datalist
-from .demo import DEMO_MARKER, DEMO_MODALITIES, ensure_brats_demo, synthetic_brats_case
+from .demo import DEMO_MARKER, ensure_brats_demo, synthetic_brats_case
 from .dicom import DEFAULT_SERIES_PATTERNS, check_dicom_series, match_series, write_dicom_series
 from .image_folder import IMAGE_EXTENSIONS, image_folder_classes, image_folder_datalist, scan_image_folder
 from .medmnist import (
@@ -25,6 +24,7 @@ from .medmnist import (
     write_medmnist_subset,
 )
 from .nifti_pairs import NIFTI_EXTENSIONS, paired_nifti_datalist
+from .split import split_datalist
 
 __all__ = [
     "CheckedLoadImaged",
@@ -41,7 +41,6 @@ __all__ = [
     "split_datalist",
     "study_datalist",
     "DEMO_MARKER",
-    "DEMO_MODALITIES",
     "ensure_brats_demo",
     "synthetic_brats_case",
     "DEFAULT_SERIES_PATTERNS",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,7 +32,6 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "brats_datalist",
     "detect_brats_layout",
-    "split_datalist",
     "study_datalist",
 ]
 
@@ -186,51 +184,6 @@ def brats_datalist(
         raise ValueError(f"no labelled case found under BraTS dataset root {str(root)!r} (layout {layout!r}).")
     logger.info("BraTS datalist: %d cases from %s (layout %s).", len(datalist), root, layout)
     return datalist
-
-
-def split_datalist(
-    datalist: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, label_key: str = "label"
-) -> tuple[list[dict], list[dict]]:
-    """Deterministic stratified train/validation split.
-
-    Each class is shuffled with ``seed`` and ``round(val_fraction * n_class)`` of it (at least one when the class
-    has two or more items) goes to validation; item order inside each split follows ``datalist``.
-
-    Args:
-        datalist: items with an integer ``label_key``.
-        val_fraction: fraction in ``(0, 1)`` of each class kept for validation. Defaults to 0.2.
-        seed: shuffling seed. Defaults to 0.
-        label_key: the label key. Defaults to ``"label"``.
-
-    Returns:
-        ``(train, val)`` lists.
-
-    Raises:
-        ValueError: ``val_fraction`` outside ``(0, 1)``, an item without ``label_key``, or a split would be empty.
-    """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"`val_fraction` should be in (0, 1), got {val_fraction!r}.")
-    by_class: dict = {}
-    for index, item in enumerate(datalist):
-        if label_key not in item:
-            raise ValueError(f"datalist item {index} has no {label_key!r} key; its keys are {sorted(item)}.")
-        by_class.setdefault(item[label_key], []).append(index)
-    rng = random.Random(seed)
-    val_index: set[int] = set()
-    for label in sorted(by_class, key=str):
-        indices = list(by_class[label])
-        rng.shuffle(indices)
-        n_val = round(val_fraction * len(indices))
-        n_val = max(n_val, 1) if len(indices) >= 2 else n_val
-        val_index.update(indices[:n_val])
-    train = [item for i, item in enumerate(datalist) if i not in val_index]
-    val = [item for i, item in enumerate(datalist) if i in val_index]
-    if not train or not val:
-        raise ValueError(
-            f"split of {len(datalist)} items with `val_fraction`={val_fraction} leaves an empty split "
-            f"(train {len(train)}, val {len(val)})."
-        )
-    return train, val
 
 
 def study_datalist(

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_crossd.apps.data.brats import BRATS_MODALITIES
 from monai_crossd.apps.data.dicom import write_dicom_series
 
-__all__ = ["DEMO_MARKER", "DEMO_MODALITIES", "ensure_brats_demo", "synthetic_brats_case"]
+__all__ = ["DEMO_MARKER", "ensure_brats_demo", "synthetic_brats_case"]
 
 logger = logging.getLogger(__name__)
 
 DEMO_MARKER = "SYNTHETIC_DEMO.json"
-DEMO_MODALITIES = ("FLAIR", "T1w", "T1wCE", "T2w")
 _DEMO_FORMAT = 1
 # mean tissue intensity per modality: (background brain, oedema, enhancing blob)
 _INTENSITIES = {
@@ -69,7 +69,7 @@ def synthetic_brats_case(label: int, shape: Sequence[int] = (32, 32, 16), seed: 
     oedema = (dist < rng.uniform(0.3, 0.4)) & brain
     blob = (dist < rng.uniform(0.17, 0.22)) & brain if label == 1 else np.zeros_like(brain)
     out = {}
-    for modality in DEMO_MODALITIES:
+    for modality in BRATS_MODALITIES:
         base, oed, enh = _INTENSITIES[modality]
         img = np.where(brain, base, 0.0)
         img = np.where(oedema, oed, img)
@@ -153,7 +153,7 @@ def ensure_brats_demo(
             case_id = f"{i:05d}"
             images = synthetic_brats_case(label, shape=shape, seed=seed * 100003 + i)
             study_uid = None
-            for number, modality in enumerate(DEMO_MODALITIES, start=1):
+            for number, modality in enumerate(BRATS_MODALITIES, start=1):
                 write_dicom_series(
                     images[modality],
                     tmp / "train" / case_id / modality,

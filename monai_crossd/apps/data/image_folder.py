@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-import numpy as np
+from monai_crossd.apps.data.split import split_datalist
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder_classes", "image_folder_datalist", "scan_image_folder"]
 
@@ -84,9 +84,8 @@ def image_folder_datalist(
 ) -> list[dict]:
     """A classification datalist from a RadImageNet-layout folder.
 
-    The split is stratified and deterministic: each class's sorted files are shuffled with ``seed`` and
-    the last ``round(val_fraction * n)`` (at least one when the class has two or more files and
-    ``val_fraction > 0``) form ``"val"``, the rest ``"train"``.
+    The split is stratified and deterministic: :func:`~monai_crossd.apps.data.split.split_datalist` by class
+    (``val_fraction`` of each class in ``"val"``, none when it is 0), each split in sorted file order.
 
     Args:
         root: the folder.
@@ -94,8 +93,8 @@ def image_folder_datalist(
         val_fraction: of each class held out as ``"val"``, in ``[0, 1)``. Defaults to 0.1.
         classes: the label space (e.g. from a training folder); None uses
             :func:`image_folder_classes` of ``root``. Classes under ``root`` not in it raise.
-        max_per_class: keep at most this many files per class after the split. Defaults to None (all).
-        seed: of the split and of ``max_per_class``. Defaults to 0.
+        max_per_class: keep at most the first this many files per class of the split. Defaults to None (all).
+        seed: of the split. Defaults to 0.
         extensions: image file extensions. Defaults to ``(".png", ".jpg", ".jpeg")``.
 
     Returns:
@@ -116,14 +115,16 @@ def image_folder_datalist(
             f"{' ...' if len(unknown) > 5 else ''} (expected a subset of {len(classes)} classes)."
         )
     index = {name: i for i, name in enumerate(classes)}
-    items: list[dict] = []
-    for name, files in found.items():
-        order = np.random.default_rng(seed).permutation(len(files))
-        n_val = int(round(val_fraction * len(files)))
-        if val_fraction > 0 and len(files) >= 2:
-            n_val = min(max(n_val, 1), len(files) - 1)
-        chosen = {"all": order, "train": order[: len(files) - n_val], "val": order[len(files) - n_val :]}[split]
-        chosen = np.sort(chosen[:max_per_class] if max_per_class is not None else chosen)
-        items += [{"image": files[i], "label": index[name], "class_name": name} for i in chosen]
+    items = [{"image": f, "label": index[name], "class_name": name} for name, files in found.items() for f in files]
+    if split != "all" and val_fraction > 0:
+        train, val = split_datalist(items, (1 - val_fraction, val_fraction), seed, label_key="label")
+        items = train if split == "train" else val
+    elif split == "val":
+        items = []
+    if max_per_class is not None:
+        by_class: dict[int, list[dict]] = {}
+        for item in items:
+            by_class.setdefault(item["label"], []).append(item)
+        items = [item for group in by_class.values() for item in group[:max_per_class]]
     logger.info("Image folder %s[%s]: %d images in %d classes.", os.fspath(root), split, len(items), len(found))
     return items

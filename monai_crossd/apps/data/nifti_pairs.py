@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-import numpy as np
+from monai_crossd.apps.data.split import split_datalist
 
 __all__ = ["NIFTI_EXTENSIONS", "paired_nifti_datalist"]
 
@@ -40,8 +40,8 @@ def paired_nifti_datalist(
 ) -> list[dict]:
     """Image/label pairs of ``<data_dir>/<images>`` and ``<data_dir>/<labels>`` matched by file name.
 
-    The cases (sorted by name, minus ``exclude``) are shuffled with ``seed``; the last
-    ``round(val_fraction * n)`` form ``"val"``, the others ``"train"``. Hidden files (``._*`` from macOS
+    The cases (sorted by name, minus ``exclude``) are split by :func:`~monai_crossd.apps.data.split.split_datalist`
+    into ``"train"`` and ``"val"`` (``val_fraction`` of them; none when it is 0). Hidden files (``._*`` from macOS
     archives included) are ignored.
 
     Args:
@@ -85,10 +85,10 @@ def paired_nifti_datalist(
         )
     if not names:
         raise ValueError(f"No {NIFTI_EXTENSIONS} images in {image_dir!r} (after excluding {len(skip)} names).")
-    order = np.random.default_rng(seed).permutation(len(names))
-    n_val = int(round(val_fraction * len(names)))
-    chosen = {"all": order, "train": order[: len(names) - n_val], "val": order[len(names) - n_val :]}[split]
-    chosen = np.sort(chosen)[:max_cases] if max_cases is not None else np.sort(chosen)
-    items = [{"image": os.path.join(image_dir, names[i]), "label": os.path.join(label_dir, names[i])} for i in chosen]
+    chosen = names
+    if split != "all":
+        train, val = split_datalist(names, (1 - val_fraction, val_fraction), seed) if val_fraction else (names, [])
+        chosen = train if split == "train" else val
+    items = [{"image": os.path.join(image_dir, f), "label": os.path.join(label_dir, f)} for f in chosen[:max_cases]]
     logger.info("NIfTI pairs %s[%s]: %d of %d cases (%d excluded).", os.fspath(data_dir), split, len(items), len(names), len(skip))
     return items

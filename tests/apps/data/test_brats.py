@@ -27,7 +27,6 @@ from monai_crossd.apps.data import (
     detect_brats_layout,
     ensure_brats_demo,
     match_series,
-    split_datalist,
     study_datalist,
     synthetic_brats_case,
     write_dicom_series,
@@ -131,19 +130,6 @@ def test_errors_name_root_and_csv(tmp_path):
         brats_datalist(root, labels_csv=root / "bad.csv")
     with pytest.raises(ValueError, match="`layout` should be one of"):
         brats_datalist(root, layout="dicom")
-
-
-def test_split_is_stratified_and_deterministic():
-    items = [{"label": i % 2, "case_id": str(i)} for i in range(16)]
-    train, val = split_datalist(items, val_fraction=0.25, seed=0)
-    assert len(train) == 12 and len(val) == 4
-    assert sorted(i["label"] for i in val) == [0, 0, 1, 1]
-    assert split_datalist(items, val_fraction=0.25, seed=0) == (train, val)
-    assert not {i["case_id"] for i in train} & {i["case_id"] for i in val}
-    with pytest.raises(ValueError, match=r"`val_fraction` should be in \(0, 1\)"):
-        split_datalist(items, val_fraction=1.0)
-    with pytest.raises(ValueError, match="has no 'label' key"):
-        split_datalist([{"x": 1}])
 
 
 # ---------------------------------------------------------------- DICOM
