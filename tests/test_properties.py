@@ -23,9 +23,9 @@ from torch import nn  # noqa: E402
 
 from monai_crossd.converters import convert_to_crossd  # noqa: E402
 from monai_crossd.networks.blocks import CrossDConv  # noqa: E402
+from monai_crossd.networks.layers.conv_args import PADDING_MODES  # noqa: E402
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None)
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 @st.composite

@@ -7,18 +7,11 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from monai_crossd.networks.layers.conv_args import expand_2d_to_3d as expand
 from monai_crossd.utils import look_up as choice
 
 __all__ = ["choice", "expand", "finish_like", "rewrite_modules"]
 
-
-def expand(value):
-    """A 2D argument ``(h, w)`` as a 3D one ``(h, h, w)`` for ``(D, H, W)``: depth takes the first in-plane
-    value (the convention of ``CrossDConv.from_conv``). Ints, strings and None pass through."""
-    if value is None or isinstance(value, (int, float, str)):
-        return value
-    value = tuple(value)
-    return (value[0], *value)
 
 
 def finish_like(new: nn.Module, old: nn.Module) -> nn.Module:

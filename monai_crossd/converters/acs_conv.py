@@ -21,10 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_crossd.networks.layers.conv_args import PADDING_MODES, conv_output_size, conv_tuple, expand_2d_to_3d, padding_pairs
+from monai_crossd.utils import look_up
+
 __all__ = ["ACSConv", "acs_conv3d", "acs_split"]
 
 VIEWS = ("axial", "coronal", "sagittal")
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def acs_split(out_channels: int) -> tuple[int, int, int]:
@@ -32,22 +34,6 @@ def acs_split(out_channels: int) -> tuple[int, int, int]:
     remainder going to the first views (``8 -> (3, 3, 2)``)."""
     base, rem = divmod(out_channels, 3)
     return (base + (rem >= 1), base + (rem >= 2), base)
-
-
-def _triple(value: Sequence[int] | int, name: str) -> tuple[int, int, int]:
-    out = (value,) * 3 if isinstance(value, int) else tuple(value)
-    if len(out) != 3 or not all(isinstance(v, int) and v >= 0 for v in out):
-        raise ValueError(f"`{name}` should be a non-negative int or a sequence of 3 ints, got {value!r}.")
-    return out  # type: ignore[return-value]
-
-
-def _pads(padding: Sequence[int] | int | str, k: int, dilation: tuple[int, int, int]) -> list[tuple[int, int]]:
-    if padding == "valid":
-        return [(0, 0)] * 3
-    if padding == "same":
-        totals = [d * (k - 1) for d in dilation]
-        return [(t // 2, t - t // 2) for t in totals]
-    return [(p, p) for p in _triple(padding, "padding")]  # type: ignore[arg-type]
 
 
 def acs_conv3d(
@@ -99,14 +85,13 @@ def acs_conv3d(
     split = acs_split(out_channels) if split is None else tuple(split)
     if len(split) != 3 or any(s < 0 for s in split) or sum(split) != out_channels:
         raise ValueError(f"`split` should be 3 non-negative ints summing to {out_channels}, got {split!r}.")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"`padding_mode` should be one of {PADDING_MODES}, got {padding_mode!r}.")
-    stride_, dilation_ = _triple(stride, "stride"), _triple(dilation, "dilation")
-    pads = _pads(padding, k, dilation_)
+    padding_mode = look_up(padding_mode, PADDING_MODES, "padding_mode")
+    stride_, dilation_ = conv_tuple(stride, 3, "stride"), conv_tuple(dilation, 3, "dilation")
+    pads = padding_pairs(padding if isinstance(padding, str) else conv_tuple(padding, 3, "padding"), k, dilation_)
     if any(lo or hi for lo, hi in pads):
         flat = [p for pair in reversed(pads) for p in pair]
         x = F.pad(x, flat, mode="constant" if padding_mode == "zeros" else padding_mode)
-    sizes = [(x.shape[2 + a] - dilation_[a] * (k - 1) - 1) // stride_[a] + 1 for a in range(3)]
+    sizes = conv_output_size(x.shape[2:], (k,) * 3, stride_, 0, dilation_)
     if min(sizes) < 1:
         raise ValueError(f"`x` of shape {tuple(x.shape)} (padded) is smaller than the dilated kernel {k}.")
 
@@ -177,16 +162,15 @@ class ACSConv(nn.Module):
             raise ValueError(
                 f"`in_channels` ({in_channels}) and `out_channels` ({out_channels}) should be divisible by `groups` ({groups})."
             )
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"`padding_mode` should be one of {PADDING_MODES}, got {padding_mode!r}.")
+        padding_mode = look_up(padding_mode, PADDING_MODES, "padding_mode")
         self.in_channels, self.out_channels, self.kernel_size, self.groups = in_channels, out_channels, ks[0], groups
-        self.stride, self.dilation = _triple(stride, "stride"), _triple(dilation, "dilation")
+        self.stride, self.dilation = conv_tuple(stride, 3, "stride"), conv_tuple(dilation, 3, "dilation")
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"`padding` should be an int, 3 ints, 'same' or 'valid', got {padding!r}.")
             self.padding: tuple[int, int, int] | str = padding
         else:
-            self.padding = _triple(padding, "padding")
+            self.padding = conv_tuple(padding, 3, "padding")
         self.padding_mode = padding_mode
         self.split = acs_split(out_channels) if split is None else tuple(split)
         if len(self.split) != 3 or any(s < 0 for s in self.split) or sum(self.split) != out_channels:
@@ -231,17 +215,15 @@ class ACSConv(nn.Module):
         if conv.kernel_size[0] != conv.kernel_size[1]:
             raise ValueError(f"`conv` should have a square kernel, got kernel_size={conv.kernel_size}.")
 
-        def expand(v):
-            return (v[0], *v)
-
-        padding = conv.padding if isinstance(conv.padding, str) else expand(tuple(conv.padding))
+        expand = expand_2d_to_3d
+        padding = expand(conv.padding)
         layer = cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size[0],
-            stride=expand(tuple(conv.stride)),
+            stride=expand(conv.stride),
             padding=padding,
-            dilation=expand(tuple(conv.dilation)),
+            dilation=expand(conv.dilation),
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_crossd.networks.layers.conv_args import PADDING_MODES, conv_tuple, expand_2d_to_3d, padding_pairs
 from monai_crossd.networks.layers.fourier_shift import (
     axis_angle_from_params,
     knowledge_base_from_2d,
@@ -30,17 +31,9 @@ from monai_crossd.utils import look_up
 
 __all__ = ["CrossDConv", "CrossDConv2d", "CrossDConv3d", "RotationNetwork"]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 KERNEL_3D_MODES = ("shifted", "raw")
 DEPTH_INITS = ("zeros", "replicate")
 ROTATION_INITS = ("random", "identity")
-
-
-def _tuple(value: Sequence[int] | int, n: int, name: str) -> tuple[int, ...]:
-    out = (value,) * n if isinstance(value, int) else tuple(value)
-    if len(out) != n or not all(isinstance(v, int) and v >= 0 for v in out):
-        raise ValueError(f"`{name}` should be a non-negative int or a sequence of {n} ints, got {value!r}.")
-    return out
 
 
 class RotationNetwork(nn.Sequential):
@@ -198,14 +191,14 @@ class CrossDConv(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = ks[0]
-        self.stride = _tuple(stride, spatial_dims, "stride")
-        self.dilation = _tuple(dilation, spatial_dims, "dilation")
+        self.stride = conv_tuple(stride, spatial_dims, "stride")
+        self.dilation = conv_tuple(dilation, spatial_dims, "dilation")
         if isinstance(padding, str):
             padding = look_up(padding, ("same", "valid"), "padding")
             if padding == "same" and any(s != 1 for s in self.stride):
                 raise ValueError(f"`padding='same'` needs `stride` 1, got {stride!r}.")
         else:
-            padding = _tuple(padding, spatial_dims, "padding")
+            padding = conv_tuple(padding, spatial_dims, "padding")
         self.padding = padding
         self.padding_mode = look_up(padding_mode, PADDING_MODES, "padding_mode")
         self.rotation = bool(rotation)
@@ -272,12 +265,7 @@ class CrossDConv(nn.Module):
         return shift_kernel(self.weight, self.predict_shift(x).to(self.weight.dtype), plane=self._plane())
 
     def _padding(self) -> tuple[tuple[int, int], ...]:
-        if self.padding == "valid":
-            return ((0, 0),) * self.spatial_dims
-        if self.padding == "same":
-            totals = [d * (self.kernel_size - 1) for d in self.dilation]
-            return tuple((t // 2, t - t // 2) for t in totals)
-        return tuple((p, p) for p in self.padding)
+        return padding_pairs(self.padding, self.kernel_size, self.dilation)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -343,12 +331,10 @@ class CrossDConv(nn.Module):
         if conv.kernel_size[0] != conv.kernel_size[1]:
             raise ValueError(f"`conv` should have a square kernel, got kernel_size={conv.kernel_size}.")
         depth_init = look_up(depth_init, DEPTH_INITS, "depth_init")
-        padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
-        if spatial_dims == 3 and not isinstance(padding, str):
-            padding = (padding[0], *padding)
-        expand = (lambda v: (v[0], *v)) if spatial_dims == 3 else (lambda v: v)
+        expand = expand_2d_to_3d if spatial_dims == 3 else tuple
+        padding = conv.padding if isinstance(conv.padding, str) else expand(conv.padding)
         if cls.transposed:
-            kwargs = {"output_padding": expand(tuple(conv.output_padding)), **kwargs}
+            kwargs = {"output_padding": expand(conv.output_padding), **kwargs}
         if kwargs.setdefault("rotation_init", "identity") != "identity":
             raise ValueError(
                 f"`rotation_init` should be 'identity' for from_conv (the layer starts at R = I to compute what `conv` "
@@ -359,9 +345,9 @@ class CrossDConv(nn.Module):
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size[0],
-            stride=expand(tuple(conv.stride)),
+            stride=expand(conv.stride),
             padding=padding,
-            dilation=expand(tuple(conv.dilation)),
+            dilation=expand(conv.dilation),
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_crossd.networks.blocks.crossd_conv import CrossDConv, _tuple
+from monai_crossd.networks.blocks.crossd_conv import CrossDConv
+from monai_crossd.networks.layers.conv_args import conv_tuple
 from monai_crossd.networks.layers.per_sample_conv import per_sample_conv_transpose
 
 __all__ = ["CrossDConvTranspose"]
@@ -75,7 +76,7 @@ class CrossDConvTranspose(CrossDConv):
             spatial_dims, in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
             groups=groups, bias=bias, padding_mode=padding_mode, **kwargs,
         )  # fmt: skip
-        self.output_padding = _tuple(output_padding, spatial_dims, "output_padding")
+        self.output_padding = conv_tuple(output_padding, spatial_dims, "output_padding")
         for op, s, d in zip(self.output_padding, self.stride, self.dilation):
             if op >= max(s, d):
                 raise ValueError(

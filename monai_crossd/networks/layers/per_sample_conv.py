@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from monai_crossd.networks.layers.conv_args import conv_output_size, conv_tuple
+
 __all__ = [
     "MIXED_PATHS",
     "PATHS",
@@ -63,17 +65,6 @@ _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
 _TRANSPOSED_LOOP_MIN_POSITIONS = {"cpu": 32**3}
 
 
-def _ntuple(value: Sequence[int] | int, n: int) -> tuple[int, ...]:
-    return (value,) * n if isinstance(value, int) else tuple(value)
-
-
-def _out_positions(spatial: Sequence[int], kernel: Sequence[int], stride, padding, dilation) -> int:
-    n = len(spatial)
-    stride, padding, dilation = _ntuple(stride, n), _ntuple(padding, n), _ntuple(dilation, n)
-    sizes = [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in zip(spatial, kernel, stride, padding, dilation)]
-    return math.prod(sizes)
-
-
 def select_path(
     x: torch.Tensor, kernel_size: Sequence[int], stride, padding, dilation, mixed: bool, transposed: bool = False
 ) -> str:
@@ -96,7 +87,7 @@ def select_path(
         # (1.23x at 2x32x32^3 -> 16), grouped below (1.3-1.7x at 16^3 and 8^3); elsewhere grouped
         large = math.prod(x.shape[2:]) >= _TRANSPOSED_LOOP_MIN_POSITIONS.get(x.device.type, math.inf)
         return "loop" if large else "grouped"
-    positions = _out_positions(x.shape[2:], kernel_size, stride, padding, dilation)
+    positions = math.prod(conv_output_size(x.shape[2:], kernel_size, stride, padding, dilation))
     dev = x.device.type
     if mixed:
         ok = x.shape[0] > 1 and positions <= _MIXED_UNFOLD_MAX_POSITIONS.get((dev, nd), 0)
@@ -118,15 +109,6 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return out if bias is None else out + bias.to(out.dtype).view(1, -1, *(1,) * (out.ndim - 2))
 
 
-def _out_shape(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[int]:
-    n = x.ndim - 2
-    stride, padding, dilation = _ntuple(stride, n), _ntuple(padding, n), _ntuple(dilation, n)
-    return [
-        (s + 2 * p - d * (k - 1) - 1) // st + 1
-        for s, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)
-    ]
-
-
 def _taps_last(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, stride) -> torch.Tensor:
     """im2col, channels last and taps last: ``(B, L * C, P)`` with ``L`` output positions and ``P`` taps (row-major).
 
@@ -134,7 +116,8 @@ def _taps_last(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, s
     weight that follow need no other copy (2D and 3D alike).
     """
     nd = x.ndim - 2
-    dilation, padding, stride = _ntuple(dilation, nd), _ntuple(padding, nd), _ntuple(stride, nd)
+    dilation, padding = conv_tuple(dilation, nd, "dilation"), conv_tuple(padding, nd, "padding")
+    stride = conv_tuple(stride, nd, "stride")
     if any(padding):
         x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
     x = x.movedim(1, -1)  # (B, *spatial, C)
@@ -194,7 +177,7 @@ def per_sample_conv(
         cols = F.unfold(x, ksize, dilation, padding, stride)  # (B, C * P, L)
         cols = cols.view(b, groups, -1, cols.shape[-1])
         out = torch.matmul(kernels.reshape(b, groups, o // groups, -1), cols)  # (B, g, O / g, L)
-        out = out.view(b, o, *_out_shape(x, ksize, stride, padding, dilation))
+        out = out.view(b, o, *conv_output_size(x.shape[2:], ksize, stride, padding, dilation))
     else:
         out = _per_sample(lambda xi, k, g: conv(xi, k, None, stride, padding, dilation, g), x, kernels, groups, path)
     return _add_bias(out, bias)
@@ -278,7 +261,7 @@ def per_sample_mixed_conv(
     else:
         w = weight.reshape(g, o // g, (c // g) * q).transpose(1, 2)
         out = torch.bmm(mixed.view(-1, g, (c // g) * q).transpose(0, 1), w).transpose(0, 1).reshape(-1, o)
-    spatial = _out_shape(x, kernel_size, stride, padding, dilation)
+    spatial = conv_output_size(x.shape[2:], kernel_size, stride, padding, dilation)
     out = out.view(b, *spatial, o).movedim(-1, 1).contiguous()
     return _add_bias(out, bias)
 
