@@ -271,7 +271,7 @@ def convert_to_3d(
     Example:
         >>> import torchvision
         >>> net, report = convert_to_3d(torchvision.models.resnet18(), "i3d")
-        >>> net(torch.randn(1, 3, 16, 32, 32)).shape
+        >>> net.eval()(torch.randn(1, 3, 16, 32, 32)).shape
         torch.Size([1, 1000])
     """
     if not isinstance(model, nn.Module):
