@@ -36,13 +36,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-
 from _common import RESULTS, env_markdown, environment, measure, setup, write_results  # noqa: I001
+from networks import make_optimizer
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.nets import crossd_resnet18
-
-from networks import make_optimizer
 
 
 def _layer_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[CrossDConv, torch.Tensor]]:

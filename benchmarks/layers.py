@@ -34,9 +34,15 @@ import traceback
 
 import torch
 import torch.nn as nn
-
 from _common import (  # noqa: I001
-    RESULTS, crossd_path, env_markdown, environment, measure, peak_memory, setup, write_results,
+    RESULTS,
+    crossd_path,
+    env_markdown,
+    environment,
+    measure,
+    peak_memory,
+    setup,
+    write_results,
 )
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv

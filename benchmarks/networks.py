@@ -61,9 +61,16 @@ import monai.networks.nets as monai_nets
 import torch
 import torch.nn as nn
 import torchvision
-
 from _common import (  # noqa: I001
-    RESULTS, crossd_path, env_markdown, environment, measure, measure_interleaved, peak_memory, setup, sync,
+    RESULTS,
+    crossd_path,
+    env_markdown,
+    environment,
+    measure,
+    measure_interleaved,
+    peak_memory,
+    setup,
+    sync,
     write_results,
 )
 

@@ -45,11 +45,14 @@ import time
 import traceback
 
 import torch
-
 from _common import RESULTS, env_markdown, environment, measure_interleaved, setup, sync, write_results  # noqa: I001
 
 from monai_crossd.networks.layers.per_sample_conv import (
-    mix_kernel, per_sample_conv, per_sample_conv_transpose, per_sample_mixed_conv, select_path,
+    mix_kernel,
+    per_sample_conv,
+    per_sample_conv_transpose,
+    per_sample_mixed_conv,
+    select_path,
 )
 
 KERNEL = (3, 3, 3)
@@ -107,7 +110,7 @@ def _probe(fns: dict, device: torch.device, max_seconds: float) -> tuple[dict, d
     kept, rows, diffs, ref = {}, {}, {}, None
     for name, fn in fns.items():
         try:
-            for attempt in range(2 if device.type == "cuda" else 1):
+            for _attempt in range(2 if device.type == "cuda" else 1):
                 start = time.perf_counter()
                 out = fn()
                 sync(device)

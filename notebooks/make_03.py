@@ -26,11 +26,11 @@ python -m monai.bundle run --config_file bundles/crossd_vessel_classification/co
 os.environ["TQDM_DISABLE"] = "1"  # no progress bars in the executed notebook (read when tqdm is imported)
 import json
 import logging
-import warnings
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt

@@ -29,9 +29,10 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=N
 
 
 @st.composite
-def conv_args(draw, spatial_dims=None, kernel_sizes=st.integers(1, 4)):
+def conv_args(draw, spatial_dims=None, kernel_sizes=None):
     """Arguments valid for both ``nn.ConvNd`` and ``CrossDConv``, and an input shape they accept."""
     dims = draw(st.sampled_from((2, 3))) if spatial_dims is None else spatial_dims
+    kernel_sizes = st.integers(1, 4) if kernel_sizes is None else kernel_sizes
     groups = draw(st.sampled_from((1, 2)))
     in_channels = groups * draw(st.integers(1, 2))
     out_channels = groups * draw(st.integers(1, 3))

@@ -50,7 +50,7 @@ def test_per_sample_conv_paths_2d(kwargs, spatial, bias):
     b = torch.randn(6, **F64, requires_grad=True) if bias else None
     tensors = (x, k, b) if bias else (x, k)
     results = [
-        _grads(lambda x, k, b=b: per_sample_conv(x, k, b, path=path, **kwargs), *tensors) for path in PATHS
+        _grads(lambda x, k, b=b, path=path: per_sample_conv(x, k, b, path=path, **kwargs), *tensors) for path in PATHS
     ]
     _assert_same(results)
     # and each sample is the plain convolution with its own kernel
@@ -63,7 +63,7 @@ def test_per_sample_conv_paths_2d(kwargs, spatial, bias):
 def test_per_sample_conv_paths_other_dims(nd):
     x = torch.randn(2, 3, *(5,) * nd, **F64, requires_grad=True)
     k = torch.randn(2, 4, 3, *(3,) * nd, **F64, requires_grad=True)
-    results = [_grads(lambda x, k: per_sample_conv(x, k, padding=1, path=p), x, k) for p in ("grouped", "loop")]
+    results = [_grads(lambda x, k, p=p: per_sample_conv(x, k, padding=1, path=p), x, k) for p in ("grouped", "loop")]
     _assert_same(results)
     conv = getattr(torch.nn.functional, f"conv{nd}d")
     expected = torch.cat([conv(x[i : i + 1], k[i], padding=1) for i in range(2)])

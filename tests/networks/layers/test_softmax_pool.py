@@ -92,8 +92,7 @@ def test_inference_form_takes_monai_metatensors():
 def test_training_form_gradcheck_across_chunks(chunk):
     torch.manual_seed(2)
     args = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 13), (6, 3), (6,), (6,), (6,), (4, 6), (4,))]
-    fn = lambda *a: bn_mlp_softmax_pool(*a, 1e-5, chunk)[0]
-    assert torch.autograd.gradcheck(fn, tuple(args))
+    assert torch.autograd.gradcheck(lambda *a: bn_mlp_softmax_pool(*a, 1e-5, chunk)[0], tuple(args))
 
 
 def test_training_form_statistics_and_cumulative_momentum():
