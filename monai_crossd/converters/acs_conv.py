@@ -21,7 +21,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from monai_crossd.networks.layers.conv_args import PADDING_MODES, conv_output_size, conv_tuple, expand_2d_to_3d, padding_pairs
+from monai_crossd.networks.layers.conv_args import (
+    PADDING_MODES,
+    conv_output_size,
+    conv_tuple,
+    expand_2d_to_3d,
+    padding_pairs,
+)
 from monai_crossd.utils import look_up
 
 __all__ = ["ACSConv", "acs_conv3d", "acs_split"]

@@ -1,11 +1,14 @@
-"""Load a 2D checkpoint (torchvision, the authors' Cross-D, RadImageNet) into a Cross-D or 2D model.
+"""Load a 2D checkpoint (torchvision, RadImageNet, a Keras ResNet50, the authors' Cross-D) into a Cross-D or 2D model.
 
-One call, as timm's ``load_pretrained``: read a local ``.pt``/``.pth``/``.safetensors`` file, unwrap
-``state_dict``/``model`` nestings, match names (``module.``/``backbone.``/``encoder.`` prefixes, the
-authors' ``weights_3d``/``rotation_params``, RadImageNet's ``nn.Sequential`` indices and Keras-style names),
-adapt values (2D kernels placed into Cross-D knowledge bases as :meth:`CrossDConv.from_conv` does, input
-channels, a classifier of another size) and report every key that was renamed, adapted, initialised,
-missing or unexpected. Strict by default: nothing is loaded unless every key is accounted for.
+One call, as timm's ``load_pretrained``: read a local ``.pt``/``.pth``/``.safetensors`` file (or take a
+``state_dict``), unwrap ``state_dict``/``model`` nestings, put the checkpoint's key and value conventions into
+torchvision-style names with its family's filter function (:mod:`monai_crossd.converters.checkpoint_families`,
+detected from the keys or named), match names (``module.``/``backbone.``/``encoder.`` wrappers stripped where
+needed), adapt values (2D kernels placed into Cross-D knowledge bases as :meth:`CrossDConv.from_conv` does,
+input channels, a classifier of another size) and report every key that was renamed, adapted, initialised,
+missing or unexpected. Strict by default: nothing is loaded unless every key is accounted for; what a
+checkpoint family carries that the model cannot represent (a Keras ResNet50's stride placement) is refused
+whatever ``strict`` says.
 
 The usual path to a 3D network from 2D weights is either this function with a 3D Cross-D network
 (``crossd_resnet18(spatial_dims=3, ...)``: one ``state_dict`` for 2D and 3D), or loading into the 2D
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +27,19 @@ import torch
 import torch.nn as nn
 
 from monai_crossd.converters._utils import choice
-from monai_crossd.converters.reference import convert_reference_state_dict
+from monai_crossd.converters.checkpoint_families import (
+    CHECKPOINT_FAMILIES,
+    FAMILY_CHECKS,
+    INPUT_CONVENTIONS,
+    Mapped,
+    detect_family,
+)
+from monai_crossd.converters.report import key_mismatch
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.layers.fourier_shift import knowledge_base_from_2d
 
 __all__ = [
+    "FAMILIES",
     "IN_CHANNELS_MODES",
     "LoadReport",
     "adapt_input_channels",
@@ -41,32 +51,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IN_CHANNELS_MODES = ("auto", "mean", "repeat")
+#: ``family`` values of :func:`load_pretrained_2d`: detect from the keys, or one of the checkpoint families.
+FAMILIES = ("auto", *CHECKPOINT_FAMILIES)
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 #: Keys under which training scripts nest a ``state_dict``, looked into in this order.
 NESTING_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
-#: Wrapper prefixes (DataParallel, RadImageNet/SSL backbones, encoders, ``torch.compile``), stripped when needed.
+#: Wrapper prefixes (DataParallel, SSL backbones, encoders, ``torch.compile``), stripped when needed.
 PREFIXES = ("module.", "backbone.", "encoder.", "model.", "net.", "_orig_mod.")
-#: ``nn.Sequential(*list(resnet.children())[:-1])`` indices (RadImageNet PyTorch ResNet50) -> torchvision names.
-SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4", "9": "fc"}
-#: Keras ResNet50 layer names -> torchvision names (as ``(pattern, replacement)``), and Keras parameter names.
-KERAS_LAYERS = (
-    (re.compile(r"^conv1_conv\.(.+)$"), r"conv1.\1"),
-    (re.compile(r"^conv1_bn\.(.+)$"), r"bn1.\1"),
-    (re.compile(r"^conv(\d)_block(\d+)_0_conv\.(.+)$"), lambda m: f"layer{int(m[1]) - 1}.{int(m[2]) - 1}.downsample.0.{m[3]}"),
-    (re.compile(r"^conv(\d)_block(\d+)_0_bn\.(.+)$"), lambda m: f"layer{int(m[1]) - 1}.{int(m[2]) - 1}.downsample.1.{m[3]}"),
-    (re.compile(r"^conv(\d)_block(\d+)_(\d)_conv\.(.+)$"), lambda m: f"layer{int(m[1]) - 1}.{int(m[2]) - 1}.conv{m[3]}.{m[4]}"),
-    (re.compile(r"^conv(\d)_block(\d+)_(\d)_bn\.(.+)$"), lambda m: f"layer{int(m[1]) - 1}.{int(m[2]) - 1}.bn{m[3]}.{m[4]}"),
-    (re.compile(r"^(?:predictions|probs|fc1000)\.(.+)$"), r"fc.\1"),
-)
-KERAS_PARAMS = {
-    "kernel": "weight",
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
-
-_SHOWN = 5
 
 
 @dataclass
@@ -74,11 +65,16 @@ class LoadReport:
     """What :func:`load_pretrained_2d` did, by the model's ``state_dict`` key.
 
     Attributes:
-        path: the checkpoint file.
+        path: the checkpoint file (``"<state_dict>"`` for a mapping).
+        family: the checkpoint family whose filter function was used (see :data:`CHECKPOINT_FAMILIES`).
+        detected: True when ``family`` was detected from the keys, False when the caller named it.
+        family_reason: what the detection saw (``"... e.g. 'backbone.0.weight'"``), or ``"named by the caller"``.
+        input_convention: what the checkpoint expects of the input where it is not torchvision's RGB
+            (``radimagenet_keras``: BGR caffe-style), else ``""``.
         loaded: model keys filled from the checkpoint.
         renamed: model key -> checkpoint key, where the names differ.
-        adapted: model key -> how the value was changed to fit (2D kernel placed into a Cross-D knowledge
-            base, input channels, Keras layout).
+        adapted: model key -> how the value was changed to fit (Keras layout, folded conv bias, 2D kernel placed
+            into a Cross-D knowledge base, input channels).
         initialised: model key -> why it keeps a fresh value (classifier of another size or absent, Cross-D
             rotation network reset to ``R = I`` next to a 2D kernel, BatchNorm counters).
         dropped: checkpoint classifier keys with no counterpart in the model.
@@ -88,6 +84,10 @@ class LoadReport:
     """
 
     path: str
+    family: str = "torchvision"
+    detected: bool = False
+    family_reason: str = ""
+    input_convention: str = ""
     loaded: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
     adapted: dict[str, str] = field(default_factory=dict)
@@ -104,23 +104,17 @@ class LoadReport:
 
     def problems(self) -> str:
         """The missing, unexpected and mismatched keys, the first few of each with counts."""
-        parts = []
-        for name, keys in (
-            ("missing", self.missing_keys),
-            ("unexpected", self.unexpected_keys),
-            ("mismatched", [f"{k} ({v})" for k, v in self.mismatched.items()]),
-        ):
-            if keys:
-                more = f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
-                parts.append(f"{len(keys)} {name} keys: {', '.join(keys[:_SHOWN])}{more}")
-        return "; ".join(parts)
+        return key_mismatch(self.missing_keys, self.unexpected_keys, self.mismatched)
 
     def __str__(self) -> str:
+        how = "detected" if self.detected else "named"
         head = (
-            f"LoadReport({self.path}): {len(self.loaded)} loaded ({len(self.adapted)} adapted, {len(self.renamed)} renamed), "
+            f"LoadReport({self.path}, family={self.family} ({how})): {len(self.loaded)} loaded "
+            f"({len(self.adapted)} adapted, {len(self.renamed)} renamed), "
             f"{len(self.initialised)} initialised, {len(self.dropped)} dropped"
         )
-        return head + (f"; {self.problems()}" if not self.ok else "")
+        expects = f"; expects {self.input_convention}" if self.input_convention else ""
+        return head + expects + (f"; {self.problems()}" if not self.ok else "")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -211,22 +205,9 @@ def inflate_to_crossd(weight: torch.Tensor, depth_init: str = "zeros") -> torch.
     return knowledge_base_from_2d(weight, choice(depth_init, ("zeros", "replicate"), "depth_init"))
 
 
-def _keras_name(key: str) -> str | None:
-    key = key.replace("/", ".").split(":")[0]
-    head, _, param = key.rpartition(".")
-    if not head:
-        return None
-    key = f"{head}.{KERAS_PARAMS.get(param, param)}"
-    for pattern, repl in KERAS_LAYERS:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
-    return None
-
-
-def _candidates(key: str) -> Iterator[tuple[str, str]]:
-    """Names a checkpoint key may have in the model, most literal first, with the transform's name."""
-    variants, seen = [key], {key}
-    frontier = [key]
+def _candidates(key: str) -> Iterator[str]:
+    """Names a (family-filtered) checkpoint key may have in the model: itself, then with wrappers stripped."""
+    variants, seen, frontier = [key], {key}, [key]
     while frontier:
         nxt = []
         for k in frontier:
@@ -236,20 +217,11 @@ def _candidates(key: str) -> Iterator[tuple[str, str]]:
                     nxt.append(k[len(p) :])
         variants += nxt
         frontier = nxt
-    for v in variants:
-        yield v, "name"
-    for v in variants:
-        head, _, rest = v.partition(".")
-        if head in SEQUENTIAL_RESNET and rest:
-            yield f"{SEQUENTIAL_RESNET[head]}.{rest}", "sequential"
-    for v in variants:
-        k = _keras_name(v)
-        if k is not None:
-            yield k, "keras"
+    return iter(variants)
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+def _under(key: str, prefix: str) -> bool:
+    return bool(prefix) and key.startswith(prefix + ".")
 
 
 def _owner(model: nn.Module, key: str) -> tuple[str, nn.Module | None]:
@@ -260,22 +232,99 @@ def _owner(model: nn.Module, key: str) -> tuple[str, nn.Module | None]:
         return path, None
 
 
+def _state_dict_of(path: str | Path | Mapping[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor]]:
+    if isinstance(path, Mapping):
+        if not path or not all(isinstance(v, torch.Tensor) for v in path.values()):
+            raise ValueError("`path` as a state_dict should be a non-empty mapping of names to tensors.")
+        return "<state_dict>", {str(k): v for k, v in path.items()}
+    return str(path), read_checkpoint(path)
+
+
+def _family(state_dict: Mapping[str, torch.Tensor], family: str, label: str) -> tuple[str, bool, str]:
+    """``(family, detected, why)``."""
+    if family != "auto":
+        return family, False, "named by the caller"
+    try:
+        name, why = detect_family(state_dict)
+    except ValueError as err:
+        raise ValueError(f"`path` {label!r}: {err} Name the family with `family=` if it is one of them.") from None
+    return name, True, why
+
+
+def _match(
+    mapped: Mapping[str, Mapped], target: Mapping[str, torch.Tensor], classifiers: Sequence[str], report: LoadReport
+) -> tuple[dict[str, str], list[str]]:
+    """``(model key -> filtered name, filtered names that fill nothing)``; records dropped and unexpected keys."""
+    chosen: dict[str, str] = {}
+    unused = []
+    for key, entry in mapped.items():
+        name = next((n for n in _candidates(key) if n in target and n not in chosen), None)
+        if name is not None:
+            chosen[name] = key
+            continue
+        unused.append(key)
+        if any(_under(n, c) for c in classifiers for n in _candidates(key)):
+            report.dropped.append(entry.source)
+        else:
+            report.unexpected_keys.append(entry.source)
+    return chosen, unused
+
+
+def _fit(
+    value: torch.Tensor,
+    want: torch.Tensor,
+    owner: nn.Module | None,
+    input_conv: bool,
+    in_channels_mode: str,
+    depth_init: str,
+) -> tuple[torch.Tensor, list[str], bool]:
+    """``(value adapted towards want's shape, notes, whether a 2D kernel went into a CrossDConv knowledge base)``."""
+    notes = []
+    same_out = 3 <= value.ndim <= want.ndim and value.shape[0] == want.shape[0]
+    if input_conv and same_out and value.shape[1] != want.shape[1]:
+        old = value.shape[1]
+        value = adapt_input_channels(value, want.shape[1], in_channels_mode)
+        notes.append(f"input channels {old} -> {want.shape[1]} ({in_channels_mode})")
+    kernel_2d = value.ndim == 4 and want.ndim == 5 and value.shape[:2] == want.shape[:2]
+    kernel_2d = kernel_2d and value.shape[2:] == want.shape[3:]
+    if kernel_2d and isinstance(owner, CrossDConv):
+        notes.append(f"2D kernel placed in the Cross-D knowledge base (depth_init={depth_init})")
+        return inflate_to_crossd(value, depth_init), notes, True
+    if kernel_2d and want.shape[2] == 1:
+        notes.append("2D kernel as a (1, K, K) kernel")
+        return value.unsqueeze(2), notes, False
+    return value, notes, False
+
+
 def load_pretrained_2d(
     model: nn.Module,
-    path: str | Path,
+    path: str | Path | Mapping[str, torch.Tensor],
     strict: bool = True,
     in_channels_mode: str = "auto",
     classifier: str | Sequence[str] | None = "fc",
     first_conv: str | None = None,
     depth_init: str = "zeros",
+    family: str = "auto",
 ) -> LoadReport:
     """Load a 2D checkpoint into ``model`` (a Cross-D network, 2D or 3D, or a 2D network) in place.
 
-    Name matching, for each checkpoint key, the first that names a model key: the key itself (after the
-    authors' ``weights_3d -> weight``, ``rotation_params -> rotation_net``, see
-    :func:`convert_reference_state_dict`); with :data:`PREFIXES` stripped; :data:`SEQUENTIAL_RESNET` indices
-    (``backbone.4.0.conv1.weight -> layer1.0.conv1.weight``); Keras ResNet50 names
-    (``conv2_block1_1_conv.kernel -> layer1.0.conv1.weight``, HWIO kernels transposed).
+    Checkpoint families (:mod:`~monai_crossd.converters.checkpoint_families`): the checkpoint's keys and values are
+    first put into torchvision-style names by its family's filter function, detected from the keys
+    (``family="auto"``) or named:
+
+    - ``"torchvision"``: PyTorch names as they are (torchvision, monai_crossd, MONAI).
+    - ``"radimagenet"``: the official RadImageNet PyTorch ResNet50 (``backbone.0`` conv1, ``backbone.1`` bn1,
+      ``backbone.4..7`` layer1..4).
+    - ``"radimagenet_keras"``: a Keras ResNet50, with Keras names (``conv2_block1_1_conv/kernel:0``, HWIO kernels
+      transposed) or converted to torchvision-like names. Its conv biases are folded exactly into the BatchNorm
+      after each conv, its BatchNorm eps 1.001e-5 into ``running_var``; its downsampling blocks stride on the first
+      1x1 conv, so a ``model`` that strides elsewhere (torchvision's and our ResNet50 stride on the 3x3) is refused
+      with a ``ValueError`` that says what would be lost, whatever ``strict`` says. It expects BGR caffe-style
+      input (``LoadReport.input_convention``).
+    - ``"authors"``: convergedmachine/Cross-D-Conv (``weights_3d -> weight``, ``rotation_params -> rotation_net``).
+
+    Name matching, for each filtered key, the first that names a model key: the key itself, then with
+    :data:`PREFIXES` stripped (``module.conv1.weight -> conv1.weight``).
 
     Value adaptation: a 2D kernel ``(O, I, K, K)`` into a :class:`CrossDConv` knowledge base by
     :func:`inflate_to_crossd` (the layer's rotation network, if the checkpoint has none, is reset to ``R = I``
@@ -285,7 +334,8 @@ def load_pretrained_2d(
 
     Args:
         model: the model to fill (modified in place, only if the load goes ahead).
-        path: a local ``.pt``/``.pth``/``.bin``/``.ckpt``/``.safetensors`` file.
+        path: a local ``.pt``/``.pth``/``.bin``/``.ckpt``/``.safetensors`` file, or a ``state_dict`` (a mapping of
+            names to tensors, e.g. ``torchvision.models.ResNet18_Weights.DEFAULT.get_state_dict()``).
         strict: raise unless every model key is filled or accounted for (re-initialised classifier, reset
             rotation networks, BatchNorm counters) and every checkpoint key is used. ``False`` loads what
             matches and reports the rest (also logged as warnings). Defaults to True.
@@ -297,15 +347,19 @@ def load_pretrained_2d(
             the owner of the first parameter with 4 or more dimensions.
         depth_init: the knowledge base outside the 2D plane, ``"zeros"`` or ``"replicate"``. Defaults to
             ``"zeros"``.
+        family: ``"auto"`` or one of :data:`CHECKPOINT_FAMILIES` (``"torchvision"``, ``"radimagenet"``,
+            ``"radimagenet_keras"``, ``"authors"``). Defaults to ``"auto"``.
 
     Returns:
-        a :class:`LoadReport`.
+        a :class:`LoadReport`, with the family used and whether it was detected or named.
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module``.
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: for a bad option, an unreadable checkpoint, or (``strict``) missing, unexpected or
-            mismatched keys, listed in the message (the first few of each, with counts).
+        ValueError: for a bad option, an unreadable checkpoint, a checkpoint of no known family (the families
+            tried and the keys none takes), what the family carries and ``model`` cannot represent, or
+            (``strict``) missing, unexpected or mismatched keys, listed in the message (the first few of each,
+            with counts).
 
     Example:
         >>> import torchvision
@@ -313,13 +367,16 @@ def load_pretrained_2d(
         >>> torch.save(torchvision.models.resnet18().state_dict(), "r18.pth")
         >>> net = crossd_resnet18(spatial_dims=3, in_channels=1, num_classes=2)
         >>> report = load_pretrained_2d(net, "r18.pth")
-        >>> sorted(report.initialised)[:2], report.missing_keys
-        (['conv1.rotation_net.0.bias', 'conv1.rotation_net.0.weight'], [])
+        >>> report.family, report.detected, report.missing_keys
+        ('torchvision', True, [])
+        >>> sorted(report.initialised)[:2]
+        ['conv1.rotation_net.0.bias', 'conv1.rotation_net.0.weight']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` should be an nn.Module, got {type(model).__name__}.")
     in_channels_mode = choice(in_channels_mode, IN_CHANNELS_MODES, "in_channels_mode")
     depth_init = choice(depth_init, ("zeros", "replicate"), "depth_init")
+    family = choice(family, FAMILIES, "family")
     classifiers = [classifier] if isinstance(classifier, str) else list(classifier or [])
     if not all(isinstance(c, str) and c for c in classifiers):
         raise TypeError(f"`classifier` should be a module path, a sequence of them or None, got {classifier!r}.")
@@ -329,70 +386,37 @@ def load_pretrained_2d(
     elif not isinstance(first_conv, str) or not any(k.startswith(first_conv + ".") for k in target):
         raise ValueError(f"`first_conv` should be a module path of `model` with parameters, got {first_conv!r}.")
 
-    def under(key: str, prefix: str) -> bool:
-        return bool(prefix) and key.startswith(prefix + ".")
+    label, raw = _state_dict_of(path)
+    name, detected, why = _family(raw, family, label)
+    report = LoadReport(label, name, detected, why, INPUT_CONVENTIONS.get(name, ""))
+    mapped = CHECKPOINT_FAMILIES[name](raw)
+    chosen, unused = _match(mapped, target, classifiers, report)
 
-    raw = read_checkpoint(path)
-    source = convert_reference_state_dict(raw)
-    original = dict(zip(source, raw))  # renamed key -> the checkpoint's own name, for the report
-    report = LoadReport(path=str(path))
-
-    # names
-    chosen: dict[str, tuple[str, str]] = {}  # model key -> (checkpoint key, transform)
-    for key in source:
-        for name, how in _candidates(key):
-            if name in target and name not in chosen:
-                chosen[name] = (key, how)
-                break
-        else:
-            if any(under(name, c) for c in classifiers for name, _ in _candidates(key)):
-                report.dropped.append(original[key])
-            else:
-                report.unexpected_keys.append(original[key])
-
-    # values
     values: dict[str, torch.Tensor] = {}
     reset_rotation: set[str] = set()
     reinit: set[str] = set()
     for key, want in target.items():
         if key not in chosen:
             continue
-        src_key, how = chosen[key]
-        value = source[src_key]
-        src_key = original[src_key]
-        if src_key != key:
-            report.renamed[key] = src_key
-        notes = []
-        if how == "keras" and value.shape != want.shape:
-            if value.ndim == 4 and value.shape[3] == want.shape[0]:
-                value = value.permute(3, 2, 0, 1).contiguous()
-                notes.append("Keras HWIO kernel transposed")
-            elif value.ndim == 2:
-                value = value.t().contiguous()
-                notes.append("Keras dense kernel transposed")
+        entry = mapped[chosen[key]]
+        if entry.source != key:
+            report.renamed[key] = entry.source
         owner_path, owner = _owner(model, key)
-        is_input = under(key, first_conv) and 3 <= value.ndim <= want.ndim and value.shape[0] == want.shape[0]
-        if is_input and value.shape[1] != want.shape[1]:
-            old = value.shape[1]
-            value = adapt_input_channels(value, want.shape[1], in_channels_mode)
-            notes.append(f"input channels {old} -> {want.shape[1]} ({in_channels_mode})")
-        kernel_2d = value.ndim == 4 and want.ndim == 5 and value.shape[:2] == want.shape[:2]
-        if kernel_2d and isinstance(owner, CrossDConv) and key == _join(owner_path, "weight"):
-            if value.shape[2:] == want.shape[3:]:
-                value = inflate_to_crossd(value, depth_init)
-                notes.append(f"2D kernel placed in the Cross-D knowledge base (depth_init={depth_init})")
-                reset_rotation.add(owner_path)
-        elif kernel_2d and want.shape[2] == 1 and value.shape[2:] == want.shape[3:]:
-            value = value.unsqueeze(2)
-            notes.append("2D kernel as a (1, K, K) kernel")
+        value, notes, placed = _fit(entry.value, want, owner, _under(key, first_conv), in_channels_mode, depth_init)
+        if placed:
+            reset_rotation.add(owner_path)
         if value.shape != want.shape:
-            if any(under(key, c) for c in classifiers):
+            if any(_under(key, c) for c in classifiers):
                 reinit.add(key)
-                report.initialised[key] = f"classifier re-initialised: checkpoint {tuple(value.shape)} vs model {tuple(want.shape)}"
+                shapes = f"checkpoint {tuple(value.shape)} vs model {tuple(want.shape)}"
+                report.initialised[key] = f"classifier re-initialised: {shapes}"
                 continue
+            kernel_2d = value.ndim == 4 and want.ndim == 5 and value.shape[:2] == want.shape[:2]
             hint = " (a 2D kernel for a 3D layer: load into the 2D model, then convert_to_3d)" if kernel_2d else ""
-            report.mismatched[key] = f"checkpoint {src_key!r} {tuple(value.shape)} vs model {tuple(want.shape)}{hint}"
+            shapes = f"{tuple(value.shape)} vs model {tuple(want.shape)}"
+            report.mismatched[key] = f"checkpoint {entry.source!r} {shapes}{hint}"
             continue
+        notes = ([entry.note] if entry.note else []) + notes
         if notes:
             report.adapted[key] = "; ".join(notes)
         values[key] = value
@@ -402,24 +426,33 @@ def load_pretrained_2d(
     for key in target:
         if key in values or key in report.mismatched or key in report.initialised:
             continue
-        if any(under(key, c) for c in classifiers):
+        if any(_under(key, c) for c in classifiers):
             reinit.add(key)
             report.initialised[key] = "classifier re-initialised: not in the checkpoint"
-        elif any(under(key, _join(p, "rotation_net")) for p in reset_rotation):
+        elif any(_under(key, f"{p}.rotation_net") for p in reset_rotation):
             report.initialised[key] = "Cross-D rotation network reset to R = I (the checkpoint has a 2D kernel)"
         elif key.endswith("num_batches_tracked"):
             report.initialised[key] = "BatchNorm counter kept"
         else:
             report.missing_keys.append(key)
 
+    losses = FAMILY_CHECKS[name](model, chosen, unused) if name in FAMILY_CHECKS else []
+    if losses:
+        raise ValueError(
+            f"`path` {label!r} is a {name} checkpoint ({why}) that `model` cannot represent: loading it would lose "
+            f"{' and '.join(losses)}."
+        )
     if not report.ok:
-        message = f"`path` {str(path)!r} does not fit `model`: {report.problems()}."
+        message = f"`path` {label!r} does not fit `model`: {report.problems()}."
         if strict:
-            raise ValueError(message + " Pass strict=False to load the keys that fit.")
+            family_note = f"Checkpoint family: {name} ({why})."
+            raise ValueError(f"{message} Pass strict=False to load the keys that fit. {family_note}")
         logger.warning(message)
-        for name, keys in (("missing", report.missing_keys), ("unexpected", report.unexpected_keys)):
+        for kind, keys in (("missing", report.missing_keys), ("unexpected", report.unexpected_keys)):
             if keys:
-                logger.warning("%s keys (%d): %s", name, len(keys), ", ".join(keys))
+                logger.warning("%s keys (%d): %s", kind, len(keys), ", ".join(keys))
+    if report.input_convention:
+        logger.warning("%s: the %s checkpoint expects %s.", label, name, report.input_convention)
 
     with torch.no_grad():
         model.load_state_dict(values, strict=False)
@@ -428,7 +461,7 @@ def load_pretrained_2d(
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     for module_path in reset_rotation:
-        if not any(under(k, _join(module_path, "rotation_net")) for k in values):
+        if not any(_under(k, f"{module_path}.rotation_net") for k in values):
             model.get_submodule(module_path).rotation_net.reset_to_identity()
     logger.info("%s", report)
     return report

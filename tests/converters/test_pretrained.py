@@ -38,10 +38,20 @@ def _not_rotation(initialised: dict) -> list[str]:
     return sorted(k for k, why in initialised.items() if not why.startswith("Cross-D rotation network"))
 
 
+def _assert_placed(base: torch.Tensor, kernel: torch.Tensor) -> None:
+    """``base`` is a knowledge base ``(O, I, K, K, K)`` whose shifted kernel at ``R = I`` (the base rolled by one
+    voxel on each axis) has ``kernel`` as its middle plane and zeros elsewhere (``depth_init="zeros"``)."""
+    k = kernel.shape[-1]
+    shifted = torch.roll(base.detach(), (1, 1, 1), (2, 3, 4))
+    torch.testing.assert_close(shifted[:, :, k // 2], kernel.detach(), rtol=0, atol=0)
+    assert shifted[:, :, : k // 2].abs().max() == 0 and shifted[:, :, k // 2 + 1 :].abs().max() == 0
+
+
 def test_torchvision_resnet18_into_3d_crossd_resnet18_in_one_call(resnet18, checkpoint):
     net = crossd_resnet18(spatial_dims=3, in_channels=1, num_classes=2)
     report = load_pretrained_2d(net, checkpoint)
     assert isinstance(report, LoadReport) and report.ok
+    assert (report.family, report.detected, report.input_convention) == ("torchvision", True, "")
     assert report.missing_keys == [] and report.unexpected_keys == [] and report.mismatched == {} and report.dropped == []
     assert _not_rotation(report.initialised) == ["fc.bias", "fc.weight"]
     assert report.initialised["fc.weight"] == "classifier re-initialised: checkpoint (1000, 512) vs model (2, 512)"
@@ -50,8 +60,7 @@ def test_torchvision_resnet18_into_3d_crossd_resnet18_in_one_call(resnet18, chec
         "input channels 3 -> 1 (auto); 2D kernel placed in the Cross-D knowledge base (depth_init=zeros)"
     )
     assert len(report.loaded) == len(resnet18.state_dict()) - 2
-    expected = inflate_to_crossd(resnet18.layer3[1].conv2.weight.detach())
-    assert torch.equal(net.layer3[1].conv2.weight, expected)
+    _assert_placed(net.layer3[1].conv2.weight, resnet18.layer3[1].conv2.weight)
     # same features as the 2D network on a grey image, through the 3D network on a depth-1 volume
     net.fc, reference = nn.Identity(), nn.Sequential(*list(resnet18.children())[:-1], nn.Flatten())
     x = torch.randn(1, 1, 32, 32)
@@ -74,8 +83,7 @@ def test_four_channel_brats_input_and_modes(checkpoint, resnet18):
     report = load_pretrained_2d(net, checkpoint)
     assert report.adapted["conv1.weight"].startswith("input channels 3 -> 4 (auto)")
     w = resnet18.conv1.weight.detach()
-    expected = inflate_to_crossd(torch.cat([w, w[:, :1]], 1) * 0.75)
-    torch.testing.assert_close(net.conv1.weight, expected)
+    _assert_placed(net.conv1.weight, torch.cat([w, w[:, :1]], 1) * 0.75)
 
 
 def test_adapt_input_channels():
@@ -118,6 +126,10 @@ def test_nestings_prefixes_and_safetensors(resnet18, tmp_path):
         assert all(torch.equal(v, state[k]) for k, v in target.state_dict().items())
     assert report.renamed == {}
     assert read_checkpoint(nested).keys() == {f"module.{k}" for k in state}
+    target = torchvision.models.resnet18()  # a state_dict in memory, as torchvision's weights give it
+    report = load_pretrained_2d(target, state)
+    assert report.ok and report.path == "<state_dict>" and str(report).startswith("LoadReport(<state_dict>, family=torchvision (detected)): 122 loaded")
+    assert all(torch.equal(v, state[k]) for k, v in target.state_dict().items())
 
 
 def test_radimagenet_sequential_backbone(resnet18, tmp_path):
@@ -140,7 +152,7 @@ def test_radimagenet_sequential_backbone(resnet18, tmp_path):
 def _keras_name(key: str) -> str:
     param = {"weight": "kernel", "bias": "bias", "running_mean": "moving_mean", "running_var": "moving_variance"}
     if key.startswith("fc."):
-        return f"predictions/{key[3:]}:0"
+        return f"predictions/{'kernel' if key == 'fc.weight' else 'bias'}:0"
     m = re.match(r"(conv1|bn1)\.(\w+)$", key)
     if m:
         layer, p = ("conv1_conv", "kernel") if m[1] == "conv1" else ("conv1_bn", {"weight": "gamma", "bias": "beta"}.get(m[2], param.get(m[2])))
@@ -168,12 +180,18 @@ def test_keras_converted_resnet_names_and_layouts(resnet18, tmp_path):
     torch.save(keras, path)
     target = torchvision.models.resnet18()
     report = load_pretrained_2d(target, path)
-    assert report.ok and report.renamed["layer2.0.downsample.1.running_var"] == "conv3_block1_0_bn/moving_variance:0"
+    assert report.ok and (report.family, report.detected) == ("radimagenet_keras", True)
+    assert report.renamed["layer2.0.downsample.1.running_var"] == "conv3_block1_0_bn/moving_variance:0"
     assert report.adapted["layer1.0.conv1.weight"] == "Keras HWIO kernel transposed"
     assert report.adapted["fc.weight"] == "Keras dense kernel transposed"
+    assert report.adapted["bn1.running_var"] == "BatchNorm eps 1.001e-05 as 1e-05 (running_var + 1e-08)"
     assert sorted(set(report.initialised.values())) == ["BatchNorm counter kept"]
     sd = resnet18.state_dict()
-    assert all(torch.equal(v, sd[k]) for k, v in target.state_dict().items() if not k.endswith("num_batches_tracked"))
+    for k, v in target.state_dict().items():
+        if k.endswith("running_var"):
+            torch.testing.assert_close(v, sd[k] + 1e-8, rtol=0, atol=0)
+        elif not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, sd[k]), k
 
 
 def test_authors_crossd_checkpoint_is_copied_as_is(tmp_path):
@@ -192,6 +210,8 @@ def test_authors_crossd_checkpoint_is_copied_as_is(tmp_path):
     target = crossd_resnet18(spatial_dims=3, in_channels=3, num_classes=4)
     report = load_pretrained_2d(target, path)
     assert report.ok and report.initialised == {} and report.adapted == {}
+    assert (report.family, report.detected) == ("authors", True)
+    assert report.family_reason.endswith("e.g. 'conv1.weights_3d'")
     assert report.renamed["conv1.rotation_net.0.weight"] == "conv1.rotation_params.0.weight"
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())
 
@@ -208,7 +228,9 @@ def test_strict_lists_keys_and_leaves_the_model_alone(checkpoint, resnet18, tmp_
     message = (
         r"`path` '.*bad.pth' does not fit `model`: 1 missing keys: layer4.1.bn2.running_mean; "
         r"1 unexpected keys: extra.weight; 1 mismatched keys: layer1.0.conv1.weight \(checkpoint "
-        r"'layer1.0.conv1.weight' \(64, 64, 5, 5\) vs model \(64, 64, 3, 3\)\). Pass strict=False to load the keys that fit."
+        r"'layer1.0.conv1.weight' \(64, 64, 5, 5\) vs model \(64, 64, 3, 3\)\); every unexpected key starts with 'extra.': "
+        r"strip the prefix. Pass strict=False to load the keys that fit. Checkpoint family: torchvision \(PyTorch module "
+        r"names only \(no '/', ':' or spaces\), e.g. 'conv1.weight'\).$"
     )
     with pytest.raises(ValueError, match=message):
         load_pretrained_2d(target, path)
@@ -222,7 +244,7 @@ def test_strict_lists_keys_and_leaves_the_model_alone(checkpoint, resnet18, tmp_
 
 
 def test_many_missing_keys_are_counted(checkpoint):
-    with pytest.raises(ValueError, match=r"\d+ missing keys: [\w.]+, [\w.]+, [\w.]+, [\w.]+, [\w.]+, \.\.\. \(\d+ more\)"):
+    with pytest.raises(ValueError, match=r"12 missing keys: 0.weight, 0.bias, 1.weight, 1.bias, 1.running_mean, 1.running_var, 2.weight, 2.bias, \.\.\. \(4 more\)"):
         load_pretrained_2d(nn.Sequential(nn.Conv2d(3, 64, 7), *[nn.BatchNorm2d(64)] * 2, nn.Linear(3, 3)), checkpoint, classifier=None)
 
 
@@ -237,6 +259,8 @@ def test_read_errors(tmp_path, checkpoint):
     torch.save({"epoch": 3, "config": {"lr": 0.1}}, empty)
     with pytest.raises(ValueError, match=r"holds no state_dict .*found \['epoch', 'config'\]"):
         read_checkpoint(empty)
+    with pytest.raises(ValueError, match=r"^`path` as a state_dict should be a non-empty mapping of names to tensors\.$"):
+        load_pretrained_2d(nn.Linear(1, 1), {"weight": [1.0]})
     with pytest.raises(TypeError, match=r"`model` should be an nn.Module, got str"):
         load_pretrained_2d("resnet18", checkpoint)
     with pytest.raises(ValueError, match=r"`first_conv` should be a module path of `model` with parameters, got 'stem'"):
