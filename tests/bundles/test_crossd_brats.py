@@ -59,7 +59,7 @@ def test_train_outputs(trained):
     _network().load_state_dict(torch.load(models / "model.pt", weights_only=True))  # strict
     last = torch.load(models / "last.pt", weights_only=True)
     assert set(last) == {"model", "optimizer", "best", "trainer"}
-    assert _epoch(last["trainer"]) == 1 and last["best"]["best_epoch"] == 1
+    assert _epoch(last["trainer"]) == 1
     config = json.loads((models / "model_config.json").read_text())
     assert config["image_size"] == [16, 16, 16] and config["network_widths"] == TINY["demo_widths"]
     assert config["data"].startswith("SYNTHETIC demo data")
@@ -68,6 +68,7 @@ def test_train_outputs(trained):
     assert metrics["key_metric"] == "val_auc" and "SYNTHETIC" in metrics["data"]
     (entry,) = metrics["history"]
     assert entry["epoch"] == 1 and 0.0 <= entry["val_auc"] <= 1.0 and 0.0 <= entry["val_accuracy"] <= 1.0
+    assert last["best"] == {"_saved": [(entry["val_auc"], "model.pt")]}  # ignite Checkpoint state: best score, file
     assert (trained / "demo_data" / "SYNTHETIC_DEMO.json").is_file()
 
 
@@ -81,6 +82,7 @@ def test_resume_continues_from_last(trained, tmp_path):
     assert _epoch(last["trainer"]) == 2
     history = json.loads((root / "eval" / "train_metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]  # epoch 1 was not trained again
+    assert last["best"]["_saved"][0][0] == max(h["val_auc"] for h in history)  # the best of both runs
 
 
 def test_evaluate(trained):

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Engine, Events
 
-from monai_crossd.apps.bundle import LastCheckpointSaver, atomic_torch_save
+from monai_crossd.apps.bundle import LastCheckpointSaver
+from monai_crossd.apps.io import atomic_torch_save
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "bundles" / "crossd_vessel_classification" / "configs" / "train.json"
@@ -31,26 +33,25 @@ TINY = ["--max_train_samples", "8", "--max_val_samples", "8", "--batch_size", "4
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = torch.nn.Linear(2, 2)
-    saver = LastCheckpointSaver(tmp_path, {"model": model})
-
-    class _State:
-        epoch = 1
-
-    engine = type("E", (), {"state": _State()})()
-    saver(engine)
-    before = (tmp_path / "last.pt").read_bytes()
-    with torch.no_grad():
-        model.weight.add_(1.0)
+    trainer = Engine(lambda engine, batch: None)
+    LastCheckpointSaver(tmp_path, {"model": model}).attach(trainer)
+    before = []
 
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    @trainer.on(Events.EPOCH_STARTED(once=2))
+    def _disk_full(engine):  # epoch 1 was saved; epoch 2's save fails while flushing
+        before.append((tmp_path / "last.pt").read_bytes())
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        monkeypatch.setattr(os, "fsync", broken_fsync)
+
     with pytest.raises(OSError, match="No space left on device"):
-        saver(engine)
+        trainer.run([0], max_epochs=2)
     with pytest.raises(OSError, match="No space left on device"):
         atomic_torch_save({"x": torch.zeros(3)}, tmp_path / "other.pt")
-    assert (tmp_path / "last.pt").read_bytes() == before
+    assert (tmp_path / "last.pt").read_bytes() == before[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file, no half-written other.pt
 
 

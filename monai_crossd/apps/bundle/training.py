@@ -1,4 +1,4 @@
-"""Small functions the bundle configs call: transfer protocol, 2D-pretrained loading, the trained model's settings."""
+"""What the bundle configs call to train: transfer protocol, 2D-pretrained loading, per-epoch seeding, model settings."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ignite.engine import Engine, Events
+from monai.data.utils import set_rnd
+from monai.utils import set_determinism
 from torch import nn
 
 from monai_crossd.apps import probing
-from monai_crossd.apps.bundle.handlers import atomic_write_bytes
+from monai_crossd.apps.io import atomic_write_bytes
 from monai_crossd.utils import look_up
 
-__all__ = ["FINETUNE_MODES", "read_json", "trainable_parameters", "with_pretrained_2d", "write_json"]
+__all__ = ["FINETUNE_MODES", "EpochSeed", "read_json", "trainable_parameters", "with_pretrained_2d", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,45 @@ def with_pretrained_2d(network: nn.Module, path: str | os.PathLike | None, stric
     report = load_pretrained_2d(network, path, strict=strict, **kwargs)
     logger.info("loaded 2D-pretrained weights from %s: %s", path, report)
     return network
+
+
+class EpochSeed:
+    """Reseed every random generator from ``(seed, epoch)`` before the first batch of each trainer epoch.
+
+    ``set_determinism`` at start-up fixes one random stream for the whole run: a run resumed from ``last.pt``
+    restarts that stream, so its shuffling and augmentations differ from the uninterrupted run's. Reseeding per
+    epoch (Python, NumPy and torch generators, and the random transforms of ``transform``) makes epoch ``e`` depend
+    on ``seed`` and ``e`` only: killed and resumed, a run ends with the weights of the uninterrupted one.
+
+    The reseed happens on ``GET_BATCH_STARTED`` of an epoch's first batch, before the batch is read. Ignite creates
+    the epoch's data iterator before that event in a resumed run but after it in a fresh one, so the shuffling
+    must not draw from the global generators: the bundles use a one-replica ``DistributedSampler`` (its order is
+    a function of its seed and the epoch, which MONAI's trainers set) and give the ``DataLoader`` its own
+    ``generator`` (drawn from when the iterator is created).
+
+    Args:
+        seed: base seed; epoch ``e`` uses ``seed + e``. ``None`` disables the handler.
+        transform: the training transform (a ``Compose``) whose random transforms are reseeded too; ``None``
+            leaves them alone.
+    """
+
+    def __init__(self, seed: int | None, transform: Any = None) -> None:
+        self.seed = None if seed is None else int(seed)
+        self.transform = transform
+
+    def attach(self, engine: Engine) -> None:
+        """Reseed before the first batch of every epoch of ``engine``."""
+        if self.seed is not None:
+            engine.add_event_handler(Events.GET_BATCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        length = engine.state.epoch_length
+        if not length or engine.state.iteration % length:
+            return
+        seed = self.seed + int(engine.state.epoch)
+        set_determinism(seed=seed)
+        if self.transform is not None:
+            set_rnd(self.transform, seed)
 
 
 def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> str:

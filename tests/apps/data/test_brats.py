@@ -12,9 +12,7 @@ import pytest
 import torch
 
 from monai_crossd.apps.bundle import (
-    BestCheckpointSaver,
     ClassificationWriter,
-    atomic_torch_save,
     bundle_root_from_config,
     read_json,
     should_resume,
@@ -31,6 +29,7 @@ from monai_crossd.apps.data import (
     synthetic_brats_case,
     write_dicom_series,
 )
+from monai_crossd.apps.io import atomic_torch_save
 
 STUDY3_SERIES = {
     "FLAIR": "36468-FLAIRreg-58706",
@@ -230,8 +229,6 @@ def test_bundle_root_from_config(tmp_path, monkeypatch):
 
 
 def test_checkpoint_helpers(tmp_path, caplog):
-    from types import SimpleNamespace
-
     path = atomic_torch_save({"a": torch.ones(2)}, tmp_path / "m" / "x.pt")
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["x.pt"]
@@ -241,17 +238,6 @@ def test_checkpoint_helpers(tmp_path, caplog):
     assert "from scratch" in caplog.text
 
     net = torch.nn.Linear(2, 2)
-    saver = BestCheckpointSaver(tmp_path / "best", net)
-    engine = SimpleNamespace(state=SimpleNamespace(metrics={"auc": 0.5}, key_metric_name="auc", epoch=1))
-    saver(engine)
-    engine.state.metrics, engine.state.epoch = {"auc": 0.4}, 2
-    saver(engine)
-    assert saver.state_dict() == {"best_metric": 0.5, "best_epoch": 1}
-    assert set(torch.load(saver.path, weights_only=True)) == {"weight", "bias"}
-    engine.state.metrics = {"acc": 1.0}
-    with pytest.raises(ValueError, match="key metric 'auc' not in the evaluator metrics"):
-        saver(engine)
-
     assert read_json(tmp_path / "no.json", default={"a": 1}) == {"a": 1}
     with pytest.raises(ValueError, match="not found"):
         read_json(tmp_path / "no.json")
