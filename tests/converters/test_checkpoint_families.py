@@ -203,3 +203,21 @@ def test_keras_filter_is_pure_and_exact_on_values(keras_resnet50):
     assert not any(k.endswith(("conv1.bias", "conv2.bias", "conv3.bias", "downsample.0.bias")) for k in out)
     with pytest.raises(ValueError, match=r"^`state_dict` maps two keys to 'conv1.weight': 'conv1_conv/kernel:0' and 'conv1.weight'\.$"):
         radimagenet_keras({"conv1_conv/kernel:0": torch.zeros(1, 1, 1, 1), "conv1.weight": torch.zeros(1, 1, 1, 1)})
+
+
+def test_keras_resnet50_loads_exactly_into_a_crossd_resnet50_v1(keras_resnet50):
+    """RadImageNet's Keras ResNet50 as a 2D Cross-D prior: blocks that stride on the first 1x1 conv take it exactly
+    (the knowledge bases hold the 2D kernels at R = I), the default (torchvision v1.5) blocks refuse it."""
+    from monai_crossd.networks.nets import crossd_resnet50
+
+    state = {k: v.double() for k, v in _keras_names(keras_resnet50.state_dict()).items()}
+    with pytest.raises(ValueError, match=r"the stride of layer2.0 \(model: on conv2\)"):
+        load_pretrained_2d(crossd_resnet50(2, 3, 2), state)
+    target = crossd_resnet50(2, 3, 2, block="bottleneck_v1").double()
+    report = load_pretrained_2d(target, state)
+    assert report.ok and report.family == "radimagenet_keras"
+    reference = copy.deepcopy(keras_resnet50).double()
+    target.fc = reference.fc = nn.Identity()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(target.eval()(x), reference.eval()(x), rtol=1e-9, atol=1e-9)

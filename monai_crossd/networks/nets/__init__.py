@@ -3,6 +3,7 @@ from __future__ import annotations
 from .resnet import (
     CrossDBasicBlock,
     CrossDBottleneck,
+    CrossDBottleneckV1,
     CrossDResNet,
     crossd_resnet18,
     crossd_resnet34,
@@ -13,6 +14,7 @@ from .unet import CrossDConvolution, CrossDResidualUnit, CrossDUNet
 __all__ = [
     "CrossDBasicBlock",
     "CrossDBottleneck",
+    "CrossDBottleneckV1",
     "CrossDConvolution",
     "CrossDResNet",
     "CrossDResidualUnit",

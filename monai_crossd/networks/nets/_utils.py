@@ -8,7 +8,6 @@ any layer is built.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping, Sequence
 
@@ -16,6 +15,7 @@ import torch.nn as nn
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
+from monai_crossd.utils import look_up
 
 __all__ = ["check_conv_kwargs", "check_cubic_kernel", "check_input", "make_act", "make_norm", "CROSSD_RESERVED"]
 
@@ -51,12 +51,7 @@ def check_conv_kwargs(conv_kwargs: Mapping | None, name: str = "conv_kwargs") ->
     for key in conv_kwargs:
         if key in CROSSD_RESERVED:
             raise ValueError(f"`{name}` may not set {key!r}: the network sets it; allowed keys are {tuple(free)}.")
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), free, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"`{name}` has an unknown CrossDConv argument {key!r}; allowed keys are {tuple(free)}.{hint}"
-            )
+        look_up(key, free, f"{name}` key (a CrossDConv argument)")
     return dict(conv_kwargs)
 
 

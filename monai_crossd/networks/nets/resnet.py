@@ -8,7 +8,6 @@ shape for ``spatial_dims=2`` and ``3``, so one checkpoint serves a 2D and a 3D n
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 
@@ -18,10 +17,12 @@ from monai.networks.layers.factories import Pool
 
 from monai_crossd.networks.blocks.crossd_conv import CrossDConv
 from monai_crossd.networks.nets._utils import check_conv_kwargs, check_input, make_act, make_norm
+from monai_crossd.utils import look_up
 
 __all__ = [
     "CrossDBasicBlock",
     "CrossDBottleneck",
+    "CrossDBottleneckV1",
     "CrossDResNet",
     "crossd_resnet18",
     "crossd_resnet34",
@@ -89,6 +90,7 @@ class CrossDBottleneck(nn.Module):
     """
 
     expansion = 4
+    stride_on_1x1 = False  #: :class:`CrossDBottleneckV1` strides the first 1x1 conv instead of the 3x3
 
     def __init__(
         self,
@@ -104,10 +106,11 @@ class CrossDBottleneck(nn.Module):
         super().__init__()
         conv_type, kw = _crossd(spatial_dims), check_conv_kwargs(conv_kwargs)
         out_planes = planes * self.expansion
-        self.conv1 = conv_type(in_planes, planes, 1, bias=False, **kw)
+        stride1, stride2 = (stride, 1) if self.stride_on_1x1 else (1, stride)
+        self.conv1 = conv_type(in_planes, planes, 1, stride=stride1, bias=False, **kw)
         self.bn1 = make_norm(norm, spatial_dims, planes)
         self.act1 = make_act(act)
-        self.conv2 = conv_type(planes, planes, 3, stride=stride, padding=1, bias=False, **kw)
+        self.conv2 = conv_type(planes, planes, 3, stride=stride2, padding=1, bias=False, **kw)
         self.bn2 = make_norm(norm, spatial_dims, planes)
         self.act2 = make_act(act)
         self.conv3 = conv_type(planes, out_planes, 1, bias=False, **kw)
@@ -124,7 +127,21 @@ class CrossDBottleneck(nn.Module):
         return self.act3(out + identity)
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"basic": CrossDBasicBlock, "bottleneck": CrossDBottleneck}
+class CrossDBottleneckV1(CrossDBottleneck):
+    """The original (Caffe / Keras) ResNet v1 bottleneck: the stride on the first 1x1 conv, not the 3x3.
+
+    The block of Keras' ``ResNet50`` and so of RadImageNet's Keras weights, which
+    :func:`~monai_crossd.converters.load_pretrained_2d` loads exactly only into blocks that stride there.
+    """
+
+    stride_on_1x1 = True
+
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "basic": CrossDBasicBlock,
+    "bottleneck": CrossDBottleneck,
+    "bottleneck_v1": CrossDBottleneckV1,
+}
 
 
 class CrossDResNet(nn.Module):
@@ -141,7 +158,8 @@ class CrossDResNet(nn.Module):
         spatial_dims: 2 or 3.
         in_channels: input channels.
         num_classes: outputs of ``fc``.
-        block: ``"basic"``, ``"bottleneck"``, or a block class with the signature of
+        block: ``"basic"``, ``"bottleneck"``, ``"bottleneck_v1"`` (stride on the first 1x1 conv, as Keras'
+            ResNet50), or a block class with the signature of
             :class:`CrossDBasicBlock` and an ``expansion`` attribute.
         layers: number of blocks in each stage, e.g. ``(2, 2, 2, 2)`` for ResNet18.
         block_inplanes: width of each stage. Defaults to ``(64, 128, 256, 512)``.
@@ -226,11 +244,7 @@ class CrossDResNet(nn.Module):
     @staticmethod
     def _block_type(block: str | type[nn.Module]) -> type[nn.Module]:
         if isinstance(block, str):
-            if block.lower() in BLOCKS:
-                return BLOCKS[block.lower()]
-            close = difflib.get_close_matches(block.lower(), BLOCKS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"`block` should be one of {tuple(BLOCKS)} or a block class, got {block!r}.{hint}")
+            return BLOCKS[look_up(block.lower(), tuple(BLOCKS), "block")]
         if (
             isinstance(block, type)
             and issubclass(block, nn.Module)
@@ -282,6 +296,9 @@ def crossd_resnet34(spatial_dims: int, in_channels: int, num_classes: int, **kwa
     return CrossDResNet(spatial_dims, in_channels, num_classes, "basic", (3, 4, 6, 3), **kwargs)
 
 
-def crossd_resnet50(spatial_dims: int, in_channels: int, num_classes: int, **kwargs) -> CrossDResNet:
-    """Cross-D ResNet50: bottleneck blocks ``(3, 4, 6, 3)``. ``kwargs`` go to :class:`CrossDResNet`."""
-    return CrossDResNet(spatial_dims, in_channels, num_classes, "bottleneck", (3, 4, 6, 3), **kwargs)
+def crossd_resnet50(
+    spatial_dims: int, in_channels: int, num_classes: int, block: str = "bottleneck", **kwargs
+) -> CrossDResNet:
+    """Cross-D ResNet50: bottleneck blocks ``(3, 4, 6, 3)``; ``block="bottleneck_v1"`` for Keras-layout weights
+    (RadImageNet's Keras ResNet50). ``kwargs`` go to :class:`CrossDResNet`."""
+    return CrossDResNet(spatial_dims, in_channels, num_classes, block, (3, 4, 6, 3), **kwargs)
