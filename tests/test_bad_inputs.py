@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from monai_crossd.apps.bundle import CheckedCheckpointLoader, ResumeCheckpointLoader
-from monai_crossd.converters import load_pretrained_2d
 from monai_crossd.apps.data import CheckedLoadImaged, CheckFinited, check_datalist, check_dicom_series
+from monai_crossd.converters import load_pretrained_2d
 from monai_crossd.networks.nets import CrossDResNet, CrossDUNet, crossd_resnet18
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.bundles._helpers import output_dirs as _dirs, run_workflow as _workflow
+from tests.bundles._helpers import output_dirs as _dirs
+from tests.bundles._helpers import run_workflow as _workflow
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "crossd_hippocampus_segmentation"

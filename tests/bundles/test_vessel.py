@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bundles._helpers import output_dirs as _dirs, run_workflow as _workflow
+from tests.bundles._helpers import output_dirs as _dirs
+from tests.bundles._helpers import run_workflow as _workflow
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "crossd_vessel_classification"
