@@ -185,8 +185,8 @@ class CrossDConv(nn.Module):
                 f"`in_channels` ({in_channels}) and `out_channels` ({out_channels}) should be divisible by "
                 f"`groups` ({groups})."
             )
-        ks = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
-        if len(set(ks)) != 1 or not isinstance(ks[0], int) or ks[0] < 1:
+        ks = tuple(kernel_size) if isinstance(kernel_size, Sequence) else (kernel_size,)
+        if len(set(ks)) != 1 or not isinstance(ks[0], int) or isinstance(ks[0], bool) or ks[0] < 1:
             raise ValueError(f"`kernel_size` should be a positive int or equal ints (a cubic kernel), got {kernel_size!r}.")
         self.spatial_dims = spatial_dims
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -258,11 +258,17 @@ class CrossDConv(nn.Module):
             return torch.roll(self.weight[:, :, (k // 2 - 1) % k], shifts=(1, 1), dims=(2, 3))
         return torch.roll(self.weight, shifts=(1, 1, 1), dims=(2, 3, 4))
 
+    def _math_dtype(self) -> torch.dtype:
+        """The shift maths run in at least float32 (a float16 / bfloat16 layer casts the results back)."""
+        return torch.promote_types(self.weight.dtype, torch.float32)
+
     def kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The kernels applied to ``x``: ``(B, O, C / groups, K, K[, K])``, or a shared static kernel."""
         if self.is_static:
             return self.static_kernel()
-        return shift_kernel(self.weight, self.predict_shift(x).to(self.weight.dtype), plane=self._plane())
+        dtype = self._math_dtype()
+        kernels = shift_kernel(self.weight.to(dtype), self.predict_shift(x).to(dtype), plane=self._plane())
+        return kernels.to(self.weight.dtype)
 
     def _padding(self) -> tuple[tuple[int, int], ...]:
         return padding_pairs(self.padding, self.kernel_size, self.dilation)
@@ -278,6 +284,13 @@ class CrossDConv(nn.Module):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"`x` should have {self.in_channels} channels (dim 1), got shape {tuple(x.shape)}.")
+        span = [d * (self.kernel_size - 1) + 1 for d in self.dilation]
+        padded = [s + lo + hi for s, (lo, hi) in zip(x.shape[2:], self._padding())]
+        if not self.transposed and any(p < k for p, k in zip(padded, span)):
+            raise ValueError(
+                f"`x` of spatial shape {tuple(x.shape[2:])} (padded: {tuple(padded)}) is smaller than the "
+                f"{'dilated ' if max(self.dilation) > 1 else ''}kernel ({tuple(span)}) of {type(self).__name__}."
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, O, H', W')`` or ``(B, C, D, H, W) -> (B, O, D', H', W')``.
@@ -288,6 +301,9 @@ class CrossDConv(nn.Module):
         the ``B`` kernels for a grouped convolution or mixes the taps of the input patches instead.
         """
         self._check_input(x)
+        if x.shape[0] == 0:  # an empty batch: an empty output of the right shape, as nn.ConvNd gives
+            return per_sample_conv(F.pad(x, [p for pair in reversed(self._padding()) for p in pair]),
+                                   self.static_kernel(), self.bias, self.stride, 0, self.dilation, self.groups)
         shift = None if self.is_static else self.predict_shift(x)  # the rotation network reads the unpadded input
         pads = self._padding()
         if self.padding_mode == "zeros" and all(lo == hi for lo, hi in pads):
@@ -299,8 +315,9 @@ class CrossDConv(nn.Module):
         args = (self.bias, self.stride, padding, self.dilation, self.groups)
         if shift is None:
             return per_sample_conv(x, self.static_kernel(), *args)
-        real, imag = shift_operators(shift.to(self.weight.dtype), self.kernel_size)
-        return per_sample_mixed_conv(x, self.weight, shift_matrix(real, imag, self._plane()), *args)
+        real, imag = shift_operators(shift.to(self._math_dtype()), self.kernel_size)
+        mix = shift_matrix(real, imag, self._plane()).to(self.weight.dtype)
+        return per_sample_mixed_conv(x, self.weight, mix, *args)
 
     @classmethod
     def from_conv(

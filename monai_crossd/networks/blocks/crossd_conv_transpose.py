@@ -91,6 +91,7 @@ class CrossDConvTranspose(CrossDConv):
         """``(B, C, H, W) -> (B, O, H', W')`` or ``(B, C, D, H, W) -> (B, O, D', H', W')``, with
         ``H' = (H - 1) stride - 2 padding + dilation (K - 1) + output_padding + 1`` as ``nn.ConvTranspose3d``."""
         self._check_input(x)
+        kernels = self.static_kernel() if x.shape[0] == 0 else self.kernels(x)  # an empty batch: an empty output
         return per_sample_conv_transpose(
-            x, self.kernels(x), self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            x, kernels, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
         )

@@ -9,19 +9,23 @@ __all__ = ["PADDING_MODES", "conv_output_size", "conv_tuple", "expand_2d_to_3d",
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  #: torch's ``padding_mode`` values
 
 
+_POSITIVE = ("stride", "dilation")  # arguments that must be >= 1 (padding-like ones may be 0)
+
+
 def conv_tuple(value: Sequence[int] | int, n: int, name: str) -> tuple[int, ...]:
-    """``value`` as ``n`` non-negative ints (an int is repeated).
+    """``value`` as ``n`` ints (an int is repeated): positive for ``stride`` and ``dilation``, else non-negative.
 
     Raises:
-        ValueError: naming ``name``, for another length or a value that is not a non-negative int.
+        ValueError: naming ``name``, for another length or a value out of range or not an int.
 
     Example:
         >>> conv_tuple(2, 3, "stride")
         (2, 2, 2)
     """
-    out = (value,) * n if isinstance(value, int) else tuple(value)
-    if len(out) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out):
-        raise ValueError(f"`{name}` should be a non-negative int or a sequence of {n} ints, got {value!r}.")
+    low, kind = (1, "positive") if name in _POSITIVE else (0, "non-negative")
+    out = (value,) * n if isinstance(value, int) else tuple(value) if isinstance(value, Sequence) else (value,)
+    if len(out) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in out):
+        raise ValueError(f"`{name}` should be a {kind} int or a sequence of {n} such ints, got {value!r}.")
     return out
 
 

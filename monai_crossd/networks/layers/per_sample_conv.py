@@ -17,10 +17,16 @@ formulation per device is made in one place:
   convolution (3x for a 2D plane of a cubic kernel) but reads the weight once for the whole batch,
   where materialising writes and reads ``B`` kernels: on feature maps of a few pixels (ResNet stages
   3-4 at 64x64 inputs) the kernels are larger than the activations and this wins by several times.
+
+Traced, scripted or exported (``torch.jit.trace``, either ONNX exporter, ``torch.export``), every function takes a
+formulation whose graph holds for any batch size (``"taps"`` / ``"mixed_unfold"``: im2col by ``Tensor.unfold`` and
+batched GEMMs, batch folded with ``-1``), since a graph recorded with the batch in its groups or loop would compute
+something else at another batch size.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -42,8 +48,8 @@ __all__ = [
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
-PATHS = ("grouped", "loop", "unfold")
-"""Formulations of :func:`per_sample_conv` (``"unfold"`` needs 2D inputs)."""
+PATHS = ("grouped", "loop", "taps", "unfold")
+"""Formulations of :func:`per_sample_conv` (``"unfold"`` needs 2D inputs; ``"taps"``, any batch size in one graph)."""
 
 MIXED_PATHS = ("materialize", "mixed_unfold")
 """Formulations of :func:`per_sample_mixed_conv` (``"mixed_unfold"`` needs 2D or 3D inputs)."""
@@ -65,6 +71,17 @@ _UNFOLD_MAX_POSITIONS = {"cpu": 16, "cuda": 0}
 _TRANSPOSED_LOOP_MIN_POSITIONS = {"cpu": 32**3}
 
 
+def exporting() -> bool:
+    """True while a graph is recorded for another runtime: ``torch.jit`` tracing or scripting, ONNX export,
+    ``torch.export`` (not plain ``torch.compile``, which re-traces on a new batch size)."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_exporting()
+    )
+
+
 def select_path(
     x: torch.Tensor, kernel_size: Sequence[int], stride, padding, dilation, mixed: bool, transposed: bool = False
 ) -> str:
@@ -83,6 +100,8 @@ def select_path(
         (``"materialize"`` + ``"grouped"``).
     """
     nd = x.ndim - 2
+    if exporting():  # one graph for every batch size
+        return "mixed_unfold" if mixed else "taps"
     if transposed:  # per_sample_conv_transpose, CPU (results/paths_3d_cpu.md): a loop wins from 32^3 inputs
         # (1.23x at 2x32x32^3 -> 16), grouped below (1.3-1.7x at 16^3 and 8^3); elsewhere grouped
         large = math.prod(x.shape[2:]) >= _TRANSPOSED_LOOP_MIN_POSITIONS.get(x.device.type, math.inf)
@@ -109,6 +128,12 @@ def _add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return out if bias is None else out + bias.to(out.dtype).view(1, -1, *(1,) * (out.ndim - 2))
 
 
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """``(B, *spatial, C) -> (B, C, *spatial)``, contiguous (explicit dims: the legacy ONNX exporter mistranslates
+    ``movedim(-1, 1)``)."""
+    return x.permute(0, x.ndim - 1, *range(1, x.ndim - 1)).contiguous()
+
+
 def _taps_last(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, stride) -> torch.Tensor:
     """im2col, channels last and taps last: ``(B, L * C, P)`` with ``L`` output positions and ``P`` taps (row-major).
 
@@ -120,12 +145,33 @@ def _taps_last(x: torch.Tensor, kernel_size: Sequence[int], dilation, padding, s
     stride = conv_tuple(stride, nd, "stride")
     if any(padding):
         x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+    if exporting():  # one strided slice per tap: Tensor.unfold has no ONNX export with a dynamic batch
+        out = conv_output_size(x.shape[2:], kernel_size, stride, 0, dilation)
+        taps = [
+            x[(slice(None), slice(None), *(slice(o * d, o * d + (n - 1) * s + 1, s)
+                                           for o, d, n, s in zip(offsets, dilation, out, stride)))]
+            for offsets in itertools.product(*(range(k) for k in kernel_size))
+        ]
+        stacked = torch.stack(taps, -1).permute(0, *range(2, 2 + nd), 1, 2 + nd)  # (B, *out, C, P)
+        return stacked.reshape(-1, math.prod(out) * x.shape[1], len(taps))
     x = x.movedim(1, -1)  # (B, *spatial, C)
     for i in range(nd):  # each unfold appends a window axis: (B, *out, C, *windows)
         x = x.unfold(1 + i, (kernel_size[i] - 1) * dilation[i] + 1, stride[i])
     if any(d > 1 for d in dilation):
         x = x[(..., *(slice(None, None, d) for d in dilation))]
     return x.reshape(x.shape[0], -1, math.prod(kernel_size))
+
+
+def _taps_conv(x: torch.Tensor, kernels: torch.Tensor, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """Per-sample convolution as im2col (:func:`_taps_last`) and one batched GEMM per group; the batch size appears
+    only as ``-1``, so a traced graph holds for every batch size. ``kernels``: ``(B, O, C / groups, *k)``."""
+    o, ksize, c = int(kernels.shape[1]), kernels.shape[3:], int(x.shape[1])  # ints: static channels in a graph
+    spatial = [int(n) for n in conv_output_size(x.shape[2:], ksize, stride, padding, dilation)]
+    cols = _taps_last(x, ksize, dilation, padding, stride)  # (B, L * C, P)
+    cols = cols.reshape(-1, math.prod(spatial), groups, (c // groups) * math.prod(ksize))  # (B, L, g, C / g * P)
+    w = kernels.reshape(-1, groups, o // groups, (c // groups) * math.prod(ksize))  # (B, g, O / g, C / g * P)
+    out = torch.einsum("blgk,bgok->blgo", cols, w)  # (B, L, g, O / g)
+    return _channels_first(out.reshape(-1, *spatial, o))
 
 
 def _per_sample(call, x: torch.Tensor, kernels: torch.Tensor, groups: int, path: str) -> torch.Tensor:
@@ -166,12 +212,14 @@ def per_sample_conv(
     if kernels.ndim == nd + 2:
         return conv(x, kernels, bias, stride, padding, dilation, groups)
     b = x.shape[0]
-    if b == 1:
+    if b == 1 and path is None and not exporting():
         return conv(x, kernels[0], bias, stride, padding, dilation, groups)
     if path is None:
         path = select_path(x, kernels.shape[3:], stride, padding, dilation, mixed=False)
     _check_path(path, PATHS, nd)
-    if path == "unfold":
+    if path == "taps":
+        out = _taps_conv(x, kernels, stride, padding, dilation, groups)
+    elif path == "unfold":
         # im2col once for the batch, then one (B * groups)-batched GEMM with the per-sample kernels
         o, ksize = kernels.shape[1], kernels.shape[3:]
         cols = F.unfold(x, ksize, dilation, padding, stride)  # (B, C * P, L)
@@ -238,7 +286,7 @@ def per_sample_mixed_conv(
         raise ValueError(f"`x` should have 1 to 3 spatial dims, got shape {tuple(x.shape)}.")
     if mix.ndim != 3:
         raise ValueError(f"`mix` should have shape (B, P, Q), got {tuple(mix.shape)}.")
-    b, p, q = (int(s) for s in mix.shape)  # ints also under tracing
+    b, (p, q) = mix.shape[0], (int(s) for s in mix.shape[1:])  # the batch stays symbolic under torch.export
     k = round(p ** (1 / nd))
     if b != x.shape[0] or k**nd != p or q != math.prod(weight.shape[2:]):
         raise ValueError(
@@ -253,7 +301,7 @@ def per_sample_mixed_conv(
     # mix the taps of the unfolded input (cheap: C * P * Q per position) and run one GEMM with the
     # shared weight, batch and positions folded into its M dimension; channels-last taps make both
     # contractions plain (batched) GEMMs on contiguous operands
-    o, c, g = weight.shape[0], x.shape[1], groups
+    o, c, g = int(weight.shape[0]), int(x.shape[1]), groups  # ints: static channels in a traced graph
     cols = _taps_last(x, kernel_size, dilation, padding, stride)  # (B, L * C, P)
     mixed = torch.bmm(cols, mix).view(-1, c * q)  # (B * L, C * Q): taps of U, row-major per channel
     if g == 1:
@@ -261,9 +309,28 @@ def per_sample_mixed_conv(
     else:
         w = weight.reshape(g, o // g, (c // g) * q).transpose(1, 2)
         out = torch.bmm(mixed.view(-1, g, (c // g) * q).transpose(0, 1), w).transpose(0, 1).reshape(-1, o)
-    spatial = conv_output_size(x.shape[2:], kernel_size, stride, padding, dilation)
-    out = out.view(b, *spatial, o).movedim(-1, 1).contiguous()
+    spatial = [int(n) for n in conv_output_size(x.shape[2:], kernel_size, stride, padding, dilation)]
+    out = _channels_first(out.view(-1, *spatial, o))  # -1: the batch, also in a traced graph
     return _add_bias(out, bias)
+
+
+def _taps_conv_transpose(x, kernels, stride, padding, output_padding, groups, dilation) -> torch.Tensor:
+    """A transposed convolution as a convolution: ``stride - 1`` zeros between the inputs (a depthwise transposed
+    conv with a kernel of ones), ``dilation (K - 1) - padding`` of padding (``+ output_padding`` after; negative
+    crops), and the flipped kernels with their in/out channels swapped per group, stride 1."""
+    nd, (cin, cout_g), ksize = x.ndim - 2, kernels.shape[1:3], kernels.shape[3:]
+    stride, padding = conv_tuple(stride, nd, "stride"), conv_tuple(padding, nd, "padding")
+    output_padding, dilation = conv_tuple(output_padding, nd, "output_padding"), conv_tuple(dilation, nd, "dilation")
+    for axis, s in enumerate(stride):  # s - 1 zeros after each input along the axis, none after the last
+        if s > 1:
+            dim = 2 + axis
+            x = torch.stack([x, *[torch.zeros_like(x)] * (s - 1)], dim + 1).flatten(dim, dim + 1)
+            x = x.narrow(dim, 0, x.shape[dim] - (s - 1))
+    edges = [(d * (k - 1) - p, d * (k - 1) - p + op) for k, p, op, d in zip(ksize, padding, output_padding, dilation)]
+    x = F.pad(x, [e for pair in reversed(edges) for e in pair])
+    w = kernels.reshape(-1, groups, cin // groups, cout_g, *ksize).transpose(2, 3)  # (B, g, O / g, C / g, *k)
+    w = w.flip(list(range(4, 4 + nd))).reshape(-1, groups * cout_g, cin // groups, *ksize)
+    return _taps_conv(x, w, 1, 0, dilation, groups)
 
 
 def per_sample_conv_transpose(
@@ -284,8 +351,9 @@ def per_sample_conv_transpose(
         kernels: ``(B, C_in, C_out / groups, *kernel)``; a ``(C_in, C_out / groups, *kernel)`` kernel is shared.
         bias: ``(C_out,)`` or ``None``.
         stride, padding, output_padding, groups, dilation: as in ``torch.nn.functional.conv_transpose2d``.
-        path: ``"grouped"`` (batch folded into the groups, one call) or ``"loop"`` (one call per sample), or
-            ``None`` for :func:`select_path`'s choice. Both give the same result up to rounding.
+        path: ``"grouped"`` (batch folded into the groups, one call), ``"loop"`` (one call per sample) or
+            ``"taps"`` (zeros between the inputs, then :func:`per_sample_conv`'s batch-size-free ``"taps"`` with the
+            flipped kernels), or ``None`` for :func:`select_path`'s choice. All give the same result up to rounding.
 
     Returns:
         ``(B, C_out, *spatial_out)``.
@@ -295,12 +363,14 @@ def per_sample_conv_transpose(
     if kernels.ndim == nd + 2:
         return conv_t(x, kernels, bias, stride, padding, output_padding, groups, dilation)
     b = x.shape[0]
-    if b == 1:
+    if b == 1 and path is None and not exporting():
         return conv_t(x, kernels[0], bias, stride, padding, output_padding, groups, dilation)
     if path is None:
         path = select_path(x, kernels.shape[3:], 1, 0, 1, mixed=False, transposed=True)
-    if path not in ("grouped", "loop"):
-        raise ValueError(f"`path` should be 'grouped', 'loop' or None for a transposed convolution, got {path!r}.")
+    if path not in ("grouped", "loop", "taps"):
+        raise ValueError(f"`path` should be 'grouped', 'loop', 'taps' or None for a transposed convolution, got {path!r}.")
+    if path == "taps":
+        return _add_bias(_taps_conv_transpose(x, kernels, stride, padding, output_padding, groups, dilation), bias)
     out = _per_sample(
         lambda xi, k, g: conv_t(xi, k, None, stride, padding, output_padding, g, dilation), x, kernels, groups, path
     )

@@ -288,7 +288,7 @@ def test_registered_in_monai_conv_factory_by_an_explicit_call():
         (dict(padding="sam"), ValueError, r"`padding` should be one of \('same', 'valid'\), got 'sam'. Did you mean 'same'\?"),
         (dict(padding="same", stride=2), ValueError, r"`padding='same'` needs `stride` 1, got 2"),
         (dict(spatial_dims=1), ValueError, r"`spatial_dims` should be 2 or 3, got 1"),
-        (dict(stride=(1, 2, 3)), ValueError, r"`stride` should be a non-negative int or a sequence of 2 ints, got \(1, 2, 3\)"),
+        (dict(stride=(1, 2, 3)), ValueError, r"`stride` should be a positive int or a sequence of 2 such ints, got \(1, 2, 3\)"),
         (dict(kernel_3d="authors"), ValueError, r"`kernel_3d` should be one of \('shifted', 'raw'\), got 'authors'"),
         (dict(rotation_init="zero"), ValueError, r"`rotation_init` should be one of \('random', 'identity'\), got 'zero'"),
     ],

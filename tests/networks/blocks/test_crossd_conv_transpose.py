@@ -84,13 +84,18 @@ def test_static_and_from_conv_equal_the_2d_transposed_conv():
         CrossDConv.from_conv(conv)
 
 
-@pytest.mark.parametrize("path", ["grouped", "loop"])
-def test_paths_agree(path):
+@pytest.mark.parametrize("path", ["grouped", "loop", "taps"])
+@pytest.mark.parametrize(
+    "args", [(2, 1, 1, 2, 1), (1, 0, 0, 1, 1), (3, 2, 1, 1, 1), (2, 1, 0, 2, 2), ((1, 2, 3), (0, 1, 2), (0, 1, 0), 1, 1)]
+)
+def test_paths_agree(path, args):
+    """Every formulation is torch's own transposed conv per sample (args: stride, padding, output_padding, groups,
+    dilation), "taps" too: zeros between the inputs, padding or cropping, flipped kernels."""
     x = torch.randn(3, 4, 3, 4, 5, dtype=torch.float64)
-    k = torch.randn(3, 4, 3, 3, 3, 3, dtype=torch.float64)
+    k = torch.randn(3, 4, 6 // args[3], 3, 3, 3, dtype=torch.float64)
     bias = torch.randn(6, dtype=torch.float64)
-    expected = torch.cat([F.conv_transpose3d(x[i : i + 1], k[i], bias, 2, 1, 1, 2) for i in range(3)])
-    torch.testing.assert_close(per_sample_conv_transpose(x, k, bias, 2, 1, 1, 2, path=path), expected)
+    expected = torch.cat([F.conv_transpose3d(x[i : i + 1], k[i], bias, *args) for i in range(3)])
+    torch.testing.assert_close(per_sample_conv_transpose(x, k, bias, *args, path=path), expected)
 
 
 def test_bad_arguments_are_named():
@@ -100,9 +105,9 @@ def test_bad_arguments_are_named():
         CrossDConvTranspose(2, 2, 2, 3, padding_mode="reflect")
     with pytest.raises(ValueError, match="`output_padding` should be smaller than `stride` or `dilation`"):
         CrossDConvTranspose(2, 2, 2, 3, stride=2, output_padding=2)
-    with pytest.raises(ValueError, match="`output_padding` should be a non-negative int or a sequence of 3 ints"):
+    with pytest.raises(ValueError, match="`output_padding` should be a non-negative int or a sequence of 3 such ints"):
         CrossDConvTranspose(3, 2, 2, 3, output_padding=(1, 1))
     with pytest.raises(ValueError, match="`x` should have 2 channels"):
         CrossDConvTranspose(2, 2, 2, 3)(torch.randn(1, 3, 4, 4))
-    with pytest.raises(ValueError, match="`path` should be 'grouped', 'loop' or None"):
+    with pytest.raises(ValueError, match="`path` should be 'grouped', 'loop', 'taps' or None"):
         per_sample_conv_transpose(torch.randn(2, 2, 3, 3), torch.randn(2, 2, 2, 3, 3), path="unfold")

@@ -146,7 +146,7 @@ def test_select_path():
 
 def test_bad_path_is_named():
     x, k = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 3, 3, 3)
-    with pytest.raises(ValueError, match=r"`path` should be one of \('grouped', 'loop', 'unfold'\) or None, got 'bmm'"):
+    with pytest.raises(ValueError, match=r"`path` should be one of \('grouped', 'loop', 'taps', 'unfold'\) or None, got 'bmm'"):
         per_sample_conv(x, k, path="bmm")
     with pytest.raises(ValueError, match=r"`path='unfold'` needs a 2D input"):
         per_sample_conv(torch.randn(2, 3, 5, 5, 5), torch.randn(2, 4, 3, 3, 3, 3), path="unfold")
