@@ -24,10 +24,13 @@ from .medmnist import (
     write_medmnist_subset,
 )
 from .nifti_pairs import NIFTI_EXTENSIONS, paired_nifti_datalist
+from .sitk_reader import SIMPLEITK_SUFFIXES, SimpleITKReader
 from .split import split_datalist
 
 __all__ = [
     "CheckedLoadImaged",
+    "SIMPLEITK_SUFFIXES",
+    "SimpleITKReader",
     "CheckFinited",
     "check_datalist",
     "check_dicom_series",

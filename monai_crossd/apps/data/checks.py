@@ -6,8 +6,10 @@ suitable reader ... please install the reader libraries"), and they accept NaN v
 DICOM series. The transforms here fail early with the key and the file named:
 
 * :class:`CheckedLoadImaged`: MONAI's ``LoadImaged`` that checks a DICOM series folder first
-  (:func:`monai_crossd.apps.data.check_dicom_series`) and re-raises any read error as a ``ValueError`` naming the key
-  and the file.
+  (:func:`monai_crossd.apps.data.check_dicom_series`), reads what its reader cannot (``.nrrd``/``.mha``/``.mhd``, a
+  DICOM series in a transfer syntax pydicom has no decoder for) with
+  :class:`~monai_crossd.apps.data.SimpleITKReader`, and re-raises any read error as a ``ValueError`` naming the key,
+  the file, each reader's reason and the likely problem.
 * :class:`CheckFinited`: fails on NaN/Inf voxels with the key, the file and the count.
 * :func:`check_datalist`: a non-empty list of dicts with the required keys and integer labels in
   ``[0, num_classes)``, the datalist and the item named.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -24,8 +27,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform
+from monai.utils import ensure_tuple
 
 from monai_crossd.apps.data.dicom import check_dicom_series
+from monai_crossd.apps.data.sitk_reader import SIMPLEITK_ONLY_SUFFIXES, SIMPLEITK_SUFFIXES, SimpleITKReader, has_sitk
 
 __all__ = ["CheckFinited", "CheckedLoadImaged", "check_datalist"]
 
@@ -39,18 +44,75 @@ def _source(value: Any, data: Mapping, key: Hashable) -> str:
     return str(name) if name else "<unknown file>"
 
 
+# What a reader's error says, tried in this order by ``_problem``. A truncated file is not handed to SimpleITK: ITK's
+# NIfTI reader fills a short read with zeros instead of failing.
+_MISSING_DECODER = re.compile(
+    r"missing (?:required )?dependencies|no (?:available )?(?:pixel data |image )?(?:decoder|handler)", re.I
+)
+_TRUNCATED = re.compile(
+    r"EOFError|end-of-stream|expected \d+ bytes|could the file be damaged|corrupt|truncated|not read completely|"
+    r"fread got only|doesn't match the expected length",
+    re.I,
+)
+_UNRECOGNISED = re.compile(r"cannot find a suitable reader|Unable to determine ImageIO reader|InvalidDicomError", re.I)
+
+
+def _one_line(err: BaseException, width: int = 300) -> str:
+    """``"Type: message"`` on one line: SimpleITK's source locations and MONAI's install advice dropped, cut in the
+    middle when longer than ``width``."""
+    lines = []
+    for line in str(err).splitlines():
+        if line.strip().startswith("Please install the reader libraries"):  # MONAI's boilerplate and tracebacks
+            break
+        if not line.startswith("Exception thrown in SimpleITK"):
+            lines.append(re.sub(r"^\s*(?:sitk::ERROR|ITK ERROR: \w+\(0x[0-9a-f]+\)):\s*", "", line))
+    text = re.sub(r"\s+", " ", f"{type(err).__name__}: {' '.join(lines)}").strip()
+    if len(text) <= width:
+        return text
+    return f"{text[: width // 3]} ... {text[-(2 * width) // 3 :]}"  # ITK's last line is its most specific
+
+
+def _without_names(text: str, filename: Any) -> str:
+    """``text`` without the file names (a file called ``corrupt.nii`` says nothing about its content)."""
+    for name in ensure_tuple(filename):
+        text = text.replace(os.fspath(name), "<file>") if isinstance(name, (str, os.PathLike)) else text
+    return text
+
+
+def _problem(reasons: Sequence[str], filename: Any) -> str:
+    """What the readers' one-line reasons say is wrong: a missing decoder, an unsupported format, or damage."""
+    reasons = [_without_names(r, filename) for r in reasons]
+    text = " ".join(reasons)
+    if _MISSING_DECODER.search(text):
+        return "missing decoder"
+    known = all(os.path.isdir(n) or str(n).lower().endswith(SIMPLEITK_SUFFIXES) for n in ensure_tuple(filename))
+    if not known and not _TRUNCATED.search(text) and all(_UNRECOGNISED.search(r) for r in reasons):
+        return "unsupported format"
+    return "truncated or corrupt?"
+
+
 class CheckedLoadImaged(LoadImaged):
-    """``LoadImaged`` whose read errors name the key and the file, and which checks DICOM series folders first.
+    """``LoadImaged`` whose read errors name the key and the file, which checks DICOM series folders first and falls
+    back to :class:`~monai_crossd.apps.data.SimpleITKReader` where its reader cannot read a file.
+
+    ``.nrrd``, ``.nhdr``, ``.mha`` and ``.mhd`` files go to ``SimpleITKReader`` directly. Any other file the configured
+    reader fails on (e.g. ``PydicomReader`` on a DICOM series in a compressed transfer syntax it has no decoder for,
+    such as JPEG 2000 without Pillow) is read again with ``SimpleITKReader`` (GDCM decodes JPEG 2000, JPEG-LS and
+    RLE), which gives the same array and RAS affine; the reader used is logged. A file the configured reader reports
+    truncated is not read again (ITK's NIfTI reader fills a short file with zeros).
 
     Same arguments as :class:`monai.transforms.LoadImaged`, plus:
 
     Args:
         check_dicom: run :func:`monai_crossd.apps.data.check_dicom_series` on every value that is a folder (a DICOM
             series: one series, no missing slice, regular spacing). Defaults to ``True``.
+        fallback: read with ``SimpleITKReader`` what the configured reader cannot (needs SimpleITK). Defaults to
+            ``True``.
 
     Raises:
-        ValueError: a value is neither an existing file nor a folder, a DICOM folder fails its check, or the reader
-            fails (truncated or corrupt file); the message names the key and the path.
+        ValueError: a value is neither an existing file nor a folder, a DICOM folder fails its check, or no reader
+            reads it; the message names the key, the path, the likely problem (``unsupported format``, ``missing
+            decoder`` or ``truncated or corrupt?``) and each reader's reason on one line.
 
     Example:
         >>> load = CheckedLoadImaged(keys="image", reader="NibabelReader", image_only=True)
@@ -58,10 +120,12 @@ class CheckedLoadImaged(LoadImaged):
         ValueError: could not read key 'image' file 'broken.nii.gz' (truncated or corrupt?): EOFError: ...
     """
 
-    def __init__(self, keys: KeysCollection, *args: Any, check_dicom: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, keys: KeysCollection, *args: Any, check_dicom: bool = True, fallback: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(keys, *args, **kwargs)
         self.check_dicom = check_dicom
-        self._loader = _NamedLoader(self._loader)
+        self._loader = _NamedLoader(self._loader, SimpleITKReader() if fallback and has_sitk else None)
 
     def __call__(self, data: Mapping, reader: Any = None) -> dict:
         for key in self.key_iterator(dict(data)):
@@ -77,18 +141,19 @@ class CheckedLoadImaged(LoadImaged):
         try:
             return super().__call__(data, reader)
         except _ReadError as err:
-            cause = err.__cause__
             keys = [k for k in self.keys if k in data and _same(data[k], err.filename)] or ["?"]
+            reasons = [f"{reason} ({name})" for name, reason in err.reasons]
             raise ValueError(
-                f"could not read key {keys[0]!r} file {_fspath(err.filename)!r} (truncated or corrupt?): "
-                f"{type(cause).__name__}: {cause}"
-            ) from cause
+                f"could not read key {keys[0]!r} file {_fspath(err.filename)!r} "
+                f"({_problem([r for _, r in err.reasons], err.filename)}): {'; '.join(reasons)}"
+            ) from err.__cause__
 
 
 class _ReadError(Exception):
-    def __init__(self, filename: Any) -> None:
+    def __init__(self, filename: Any, reasons: Sequence[tuple[str, str]]) -> None:
         super().__init__(filename)
         self.filename = filename
+        self.reasons = list(reasons)  # (reader name, one-line reason)
 
 
 def _fspath(value: Any) -> Any:
@@ -100,28 +165,50 @@ def _same(value: Any, filename: Any) -> bool:
 
 
 class _NamedLoader:
-    """Calls MONAI's ``LoadImage`` and tags any failure with the file it was reading."""
+    """Calls MONAI's ``LoadImage``, falls back to ``fallback`` where it fails, and tags a failure with the file."""
 
-    def __init__(self, loader: Any) -> None:
+    _own = ("_inner", "_fallback")
+
+    def __init__(self, loader: Any, fallback: Any = None) -> None:
         self._inner = loader
+        self._fallback = fallback
 
     def __getattr__(self, name: str) -> Any:
-        if name == "_inner":  # not set yet (unpickling): no recursion
+        if name in self._own:  # not set yet (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self._inner, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # settings such as ``image_only`` (MONAI Label sets ``_loader.image_only``) belong to the wrapped loader
-        if name == "_inner":
+        if name in self._own:
             object.__setattr__(self, name, value)
         else:
             setattr(self._inner, name, value)
 
+    def _name(self, reader: Any) -> str:
+        if reader is not None:
+            return type(reader).__name__
+        return "LoadImage" if self._inner.auto_select else type(self._inner.readers[-1]).__name__
+
     def __call__(self, filename: Any, reader: Any = None) -> Any:
+        sitk_only = all(str(n).lower().endswith(SIMPLEITK_ONLY_SUFFIXES) for n in ensure_tuple(filename))
+        if reader is None and self._fallback is not None and sitk_only:
+            reader = self._fallback
+            logger.info("reading %s with SimpleITKReader (suffix)", filename)
         try:
             return self._inner(filename, reader)
         except Exception as err:  # noqa: BLE001 - every reader failure is re-raised with the file named
-            raise _ReadError(filename) from err
+            first = (self._name(reader), _one_line(err))
+            truncated = _TRUNCATED.search(_without_names(first[1], filename))
+            if self._fallback is None or first[0] == type(self._fallback).__name__ or truncated:
+                raise _ReadError(filename, [first]) from err
+            cause = err
+        try:
+            image = self._inner(filename, self._fallback)
+        except Exception as err:  # noqa: BLE001
+            raise _ReadError(filename, [first, ("SimpleITKReader", _one_line(err))]) from cause
+        logger.info("read %s with SimpleITKReader: %s could not (%s)", filename, *first)
+        return image
 
 
 class CheckFinited(MapTransform):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_crossd.apps.data.sitk_reader import SIMPLEITK_ONLY_SUFFIXES
+
 __all__ = ["DEFAULT_SERIES_PATTERNS", "check_dicom_series", "match_series", "write_dicom_series"]
 
 logger = logging.getLogger(__name__)
@@ -64,8 +66,9 @@ def match_series(
         modality key -> absolute path of the series folder or file.
 
     Raises:
-        ValueError: ``study_dir`` is not a folder, a modality has no pattern, no series matches a modality, or
-            two series match a modality equally well.
+        ValueError: ``study_dir`` is not a folder, a modality has no pattern, no series matches a modality (the
+            message also lists any ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` files of the folder, which are not matched),
+            or two series match a modality equally well.
 
     Example:
         >>> match_series("Study3")  # doctest: +SKIP
@@ -99,9 +102,18 @@ def match_series(
                 del free[hits[0]]
                 break
         else:
+            others = sorted(
+                p.name for p in root.iterdir() if p.is_file() and p.name.lower().endswith(SIMPLEITK_ONLY_SUFFIXES)
+            )
+            hint = (
+                f" The folder also holds image files that are not matched (a series is a sub-folder of DICOM files or "
+                f"a .nii/.nii.gz file): {others[:10]}{' ...' if len(others) > 10 else ''}."
+                if others
+                else ""
+            )
             raise ValueError(
                 f"study {str(root)!r}: no series found for modality {modality!r} (patterns "
-                f"{tuple(patterns[modality])}); available series: {[p.name for p in entries]}."
+                f"{tuple(patterns[modality])}); available series: {[p.name for p in entries]}.{hint}"
             )
     logger.info("study %s: series %s", root, {m: Path(p).name for m, p in found.items()})
     return {m: found[m] for m in modalities}
