@@ -33,10 +33,10 @@ import torchvision
 from monai.networks.nets import ResNet
 from monai.utils import set_determinism
 
-from monai_crossd.converters import convert_to_3d, convert_to_crossd, load_pretrained_2d
 from monai_crossd.apps.data.medmnist import load_medmnist
 from monai_crossd.apps.probing import weak_probing
-from monai_crossd.apps.transfer.study import classification_metrics
+from monai_crossd.apps.transfer import classification_metrics
+from monai_crossd.converters import convert_to_3d, convert_to_crossd, load_pretrained_2d
 from monai_crossd.networks.nets import crossd_resnet18
 
 torch.set_num_threads(1)  # small runs on a shared CPU

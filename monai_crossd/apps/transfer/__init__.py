@@ -1,19 +1,22 @@
-"""Evaluations of Cross-D transfer; ``python -m monai_crossd.apps.transfer --help``."""
+"""The 2D -> 3D transfer study on MONAI's engines; ``python -m monai_crossd.apps.transfer --help``."""
 
 from __future__ import annotations
 
-from .segmentation import SegmentationNet, dice_per_class, segmentation_metrics, segmentation_weak_probing
-from .study import METHODS, PROTOCOLS, TransferConfig, classification_metrics, run_transfer, target_kind
+from .classification import classification_metrics, classification_task
+from .segmentation import SegmentationNet, segmentation_task
+from .study import METHODS, PROTOCOLS, TransferConfig, run_transfer, target_kind
+from .training import Task, fit
 
 __all__ = [
     "METHODS",
     "PROTOCOLS",
     "SegmentationNet",
+    "Task",
     "TransferConfig",
     "classification_metrics",
-    "dice_per_class",
+    "classification_task",
+    "fit",
     "run_transfer",
-    "segmentation_metrics",
-    "segmentation_weak_probing",
+    "segmentation_task",
     "target_kind",
 ]

@@ -1,107 +1,73 @@
-"""Segmentation targets of the transfer study: MSD-layout NIfTI folders, a ResNet18 encoder-decoder, Dice.
+"""Segmentation targets of the transfer study: MSD-layout NIfTI folders, a ResNet18 encoder-decoder, MONAI's Dice.
 
 :func:`~monai_crossd.apps.transfer.run_transfer` uses this module when its ``target`` is a folder in the Medical
-Segmentation Decathlon layout (``<dir>/imagesTr/<case>.nii.gz`` + ``<dir>/labelsTr/<case>.nii.gz``, e.g. MSD
-Task04 hippocampus):
+Segmentation Decathlon layout (``<dir>/imagesTr/<case>.nii.gz`` + ``<dir>/labelsTr/<case>.nii.gz``, e.g. Task04
+hippocampus):
 
 - **Split**: the image/label pairs (:func:`~monai_crossd.apps.data.nifti_pairs.paired_nifti_datalist`, sorted by
-  name) are shuffled with a fixed seed (0) and split 60/20/20 into train/val/test (:func:`split_cases`); a
-  ``max_samples`` cap keeps the first cases of each split's shuffled order.
-- **Preprocessing** (:func:`preprocess`): each volume is read with nibabel as stored (no reorientation, no
-  resampling), its intensities are mapped linearly from its own 0.5th/99.5th percentiles to ``[-1, 1]`` and
-  clipped (the classification path's ``[-1, 1]`` range), and image and label are centre-cropped/padded to one
-  fixed size (:func:`center_crop_pad`; image padding -1, label padding 0; labels are never interpolated). The
-  default size is the per-axis median of the cases' shapes rounded to the nearest multiple of 16
-  (:func:`default_size`; 32x48x32 for hippocampus, which keeps 99.97 % of its foreground voxels).
-- **Network** (:class:`SegmentationNet`): the 3D ResNet18 the classification study builds for each transfer
-  method is the encoder (features after the stem and after ``layer1`` .. ``layer4``), with a small UNet-style
-  decoder of ``Conv3d``/``BatchNorm3d``/``ReLU`` blocks trained from scratch.
-- **Weak probing** (:func:`segmentation_weak_probing`): the encoder's normalisation layers and the whole
-  decoder (with its 1x1x1 head) train, the segmentation analogue of the paper's "norms + final linear layer".
-- **Metric** (:func:`dice_per_class`, :func:`segmentation_metrics`): per-class Dice of the argmax prediction on
-  the preprocessed grid, for the foreground classes ``1 .. C-1``.
+  name) split 60/20/20 into train/val/test by :func:`~monai_crossd.apps.data.split.split_datalist` (MONAI's
+  ``partition_dataset``, seed 0); ``max_samples`` keeps the first cases (by name) of each split.
+- **Preprocessing** (:func:`segmentation_transform`, MONAI transforms): ``LoadImaged`` with nibabel as stored (no
+  reorientation, no resampling), intensities from the volume's 0.5th/99.5th percentiles to ``[-1, 1]`` and clipped
+  (``ScaleIntensityRangePercentilesd``), image and label centre-cropped/padded to one size
+  (``ResizeWithPadOrCropd``; image padding -1, label padding 0; labels never interpolated). The default size is
+  the per-axis median of the cases' shapes rounded to the nearest multiple of 16 (:func:`default_size`; 32x48x32
+  for hippocampus, which keeps 99.97 % of its foreground voxels).
+- **Network** (:class:`SegmentationNet`): the 3D ResNet18 each transfer method builds is the encoder (features after
+  the stem and after ``layer1`` .. ``layer4``); a small UNet-style decoder of MONAI ``Convolution`` blocks trains
+  from scratch. Weak probing (:data:`PROTOCOLS`) trains the encoder's norms and the decoder.
+- **Metric**: MONAI's ``MeanDice`` of the argmax prediction on the preprocessed grid, per foreground class (mean over
+  cases) and ``mean_dice`` (mean over each case's classes, then over cases; it picks the epoch); a class absent from a
+  case's label is left out of that case (MONAI's ``ignore_empty``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from monai.data import CacheDataset
+from monai.handlers import MeanDice, from_engine
+from monai.losses import DiceCELoss
+from monai.networks.blocks import Convolution
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    EnsureTyped,
+    Lambda,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRangePercentilesd,
+)
+from torch import nn
 
+from monai_crossd.apps.bundle.metrics import PerClassMetrics
+from monai_crossd.apps.data.checks import CheckedLoadImaged
 from monai_crossd.apps.data.nifti_pairs import paired_nifti_datalist
-from monai_crossd.apps.probing import weak_probing
+from monai_crossd.apps.data.split import split_datalist
+from monai_crossd.apps.probing import full_finetuning, weak_probing
+from monai_crossd.apps.transfer.training import Task
 
 __all__ = [
-    "SPLIT_FRACTIONS",
+    "PROTOCOLS",
+    "SPLIT_RATIOS",
     "SPLIT_SEED",
     "SegmentationNet",
-    "SegmentationTarget",
-    "center_crop_pad",
     "class_names",
     "default_size",
-    "dice_per_class",
-    "load_segmentation_target",
-    "preprocess",
-    "segmentation_metrics",
-    "segmentation_weak_probing",
-    "split_cases",
+    "segmentation_task",
+    "segmentation_transform",
 ]
 
-#: train/val/test shares of the cases.
-SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-#: seed of the case shuffle before splitting.
-SPLIT_SEED = 0
+#: train/val/test shares of the cases and the seed of their split.
+SPLIT_RATIOS, SPLIT_SEED = (0.6, 0.2, 0.2), 0
+#: protocol -> the parameters it trains: weak probing trains the encoder's norms and the decoder with its head.
+PROTOCOLS = {"weak": functools.partial(weak_probing, classifier="decoder"), "full": full_finetuning}
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-def split_cases(items: Sequence, seed: int = SPLIT_SEED, max_samples: int | None = None) -> dict[str, list]:
-    """Deterministic train/val/test split of ``items`` by :data:`SPLIT_FRACTIONS`.
-
-    The items are shuffled with ``seed``; the first ``round(0.6 n)`` are train, the next ``round(0.2 n)`` val,
-    the rest test (208 cases: 125/42/41). With ``max_samples``, each split keeps its first ``max_samples``
-    items of that order. Each split is returned in the original order of ``items``.
-
-    Args:
-        items: the cases, e.g. a datalist sorted by name.
-        seed: of the shuffle. Defaults to :data:`SPLIT_SEED`.
-        max_samples: cap per split. Defaults to None (all).
-
-    Returns:
-        ``{"train": [...], "val": [...], "test": [...]}``.
-    """
-    n = len(items)
-    order = np.random.default_rng(seed).permutation(n)
-    n_train, n_val = round(SPLIT_FRACTIONS[0] * n), round(SPLIT_FRACTIONS[1] * n)
-    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-    return {s: [items[i] for i in np.sort(idx[:max_samples])] for s, idx in parts.items()}
-
-
-def center_crop_pad(array: np.ndarray, size: Sequence[int], value: float = 0) -> np.ndarray:
-    """Centre-crop or pad (with ``value``) each axis of ``array`` to ``size``.
-
-    An axis of length ``n`` cropped to ``s`` keeps ``[(n - s) // 2, (n - s) // 2 + s)``; padded, it gets
-    ``(s - n) // 2`` values before and the rest after.
-
-    Example:
-        >>> center_crop_pad(np.arange(5), [3]).tolist(), center_crop_pad(np.arange(2), [5], -1).tolist()
-        ([1, 2, 3], [-1, 0, 1, -1, -1])
-    """
-    if array.ndim != len(size):
-        raise ValueError(f"`size` should have one entry per axis of `array` ({array.ndim}), got {list(size)}.")
-    crop = tuple(slice(max((n - s) // 2, 0), max((n - s) // 2, 0) + s) for n, s in zip(array.shape, size))
-    array = array[crop]
-    pad = [((s - n) // 2, s - n - (s - n) // 2) for n, s in zip(array.shape, size)]
-    return np.pad(array, pad, constant_values=value)
 
 
 def default_size(shapes: Sequence[Sequence[int]], multiple: int = 16) -> list[int]:
@@ -112,87 +78,56 @@ def default_size(shapes: Sequence[Sequence[int]], multiple: int = 16) -> list[in
         [32, 48, 32]
     """
     median = np.median(np.asarray(shapes, dtype=float), axis=0)
-    return [max(multiple, math.floor(m / multiple + 0.5) * multiple) for m in median]
+    return [max(multiple, int(np.floor(m / multiple + 0.5)) * multiple) for m in median]
 
 
-def preprocess(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Intensities to ``[-1, 1]`` by the volume's 0.5/99.5 percentiles (clipped), then both to ``size``.
-
-    Args:
-        image: ``(D, H, W)`` intensities.
-        label: ``(D, H, W)`` integer classes.
-        size: the output ``(D, H, W)``.
-
-    Returns:
-        ``(image float32, label int64)`` of shape ``size``; image padding is -1, label padding 0.
-    """
-    image = image.astype(np.float32)
-    low, high = np.percentile(image, (0.5, 99.5))
-    scaled = (image - low) / (high - low) * 2.0 - 1.0 if high > low else np.zeros_like(image)
-    image = np.clip(scaled, -1.0, 1.0).astype(np.float32)
-    return center_crop_pad(image, size, -1.0), center_crop_pad(label.astype(np.int64), size, 0)
+def _json_labels(data_dir: str | os.PathLike) -> dict[int, str]:
+    """``{index: name}`` of ``dataset.json`` ``labels`` in the MSD (``{"1": "Anterior"}``) or nnU-Net v2 layout."""
+    path = os.path.join(data_dir, "dataset.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        labels = json.load(f).get("labels", {})
+    pairs = ((k, v) if str(k).isdigit() else (v, k) for k, v in labels.items())
+    return {int(index): str(name) for index, name in pairs}
 
 
 def class_names(data_dir: str | os.PathLike, num_classes: int) -> dict[str, str]:
-    """Names of the foreground classes ``1 .. num_classes - 1``: from ``dataset.json`` if present, else the index.
-
-    Both ``dataset.json`` label layouts are read: MSD (``{"0": "background", "1": "Anterior"}``) and nnU-Net v2
-    (``{"background": 0, "Anterior": 1}``).
-    """
-    names = {str(c): str(c) for c in range(1, num_classes)}
-    path = os.path.join(data_dir, "dataset.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            labels = json.load(f).get("labels", {})
-        for key, value in labels.items():
-            index, name = (key, value) if str(key).isdigit() else (value, key)
-            if str(index) in names:
-                names[str(index)] = str(name)
-    return names
+    """Names of the foreground classes ``1 .. num_classes - 1``: from ``dataset.json`` if present, else the index."""
+    names = _json_labels(data_dir)
+    return {str(c): names.get(c, str(c)) for c in range(1, num_classes)}
 
 
-def _read(path: str) -> np.ndarray:
-    try:
-        import nibabel
-    except ImportError as e:  # pragma: no cover - an install without the io extra
-        raise ImportError("segmentation targets need nibabel: pip install 'monai-crossd[io]'") from e
-    return np.asanyarray(nibabel.load(path).dataobj)
+def _check_case(d: dict) -> dict:
+    """One shape for image and label, non-negative integer classes; the foreground voxels and top class before cropping."""
+    image, label = d["image"], d["label"]
+    if image.shape != label.shape:
+        raise ValueError(f"case {d['case']!r}: image {tuple(image.shape)} and label {tuple(label.shape)} differ in shape.")
+    if not torch.equal(label, label.round()) or label.min() < 0:
+        raise ValueError(f"case {d['case']!r}: the label should hold non-negative integer classes.")
+    return {**d, "foreground": int((label > 0).sum()), "top": int(label.max())}
 
 
-def _shape(path: str) -> tuple[int, ...]:
-    import nibabel
-
-    return tuple(nibabel.load(path).shape)
-
-
-@dataclass
-class SegmentationTarget:
-    """A loaded segmentation target.
-
-    Attributes:
-        data: ``{split: (images (N, 1, D, H, W) float32, labels (N, 1, D, H, W) int64)}``.
-        cases: ``{split: [image file name, ...]}``.
-        size: the common ``(D, H, W)``.
-        num_classes: ``C``, background included.
-        class_names: ``{"1": name, ...}`` of the foreground classes.
-        foreground_kept: share of the foreground voxels of the loaded cases kept by the crop.
-    """
-
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    cases: dict[str, list[str]]
-    size: list[int]
-    num_classes: int
-    class_names: dict[str, str]
-    foreground_kept: float
+def segmentation_transform(size: Sequence[int]) -> Compose:
+    """Read a case ``{"image": path, "label": path, "case": name}`` and preprocess it to ``(1, *size)``."""
+    return Compose(
+        [
+            CheckedLoadImaged(["image", "label"], reader="NibabelReader", image_only=True, ensure_channel_first=True),
+            Lambda(_check_case),
+            ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=-1.0, b_max=1.0, clip=True),
+            ResizeWithPadOrCropd("image", size, value=-1.0),
+            ResizeWithPadOrCropd("label", size),
+            EnsureTyped(["image", "label"], track_meta=False),
+        ]
+    )
 
 
-def load_segmentation_target(
+def segmentation_task(
     data_dir: str | os.PathLike, size: Sequence[int] | None = None, max_samples: int | None = None
-) -> SegmentationTarget:
-    """Read, split (:func:`split_cases`) and preprocess (:func:`preprocess`) an MSD-layout folder.
+) -> Task:
+    """The :class:`~monai_crossd.apps.transfer.training.Task` of an MSD-layout folder (read, split, cached).
 
-    ``C`` is one more than the largest label of ``dataset.json`` if it has ``labels``, else one more than the
-    largest label in the loaded cases (at least 2).
+    ``C`` is one more than the largest class in ``dataset.json`` ``labels`` or in the loaded cases (at least 2).
 
     Args:
         data_dir: folder with ``imagesTr/`` and ``labelsTr/``.
@@ -200,123 +135,55 @@ def load_segmentation_target(
         max_samples: cap on cases per split. Defaults to None (all).
 
     Raises:
-        ValueError: for a bad folder, an image and label of different shapes, or a non-integer/negative label.
+        ValueError: for a bad folder, unreadable file, an image and label of different shapes, or a non-integer or
+            negative label.
     """
-    items = paired_nifti_datalist(data_dir, split="all")
-    if size is None:
-        size = default_size([_shape(item["image"]) for item in items])
-    size = [int(s) for s in size]
-    splits = split_cases(items, max_samples=max_samples)
-    data, cases, fg_total, fg_kept, top = {}, {}, 0, 0, 1
-    for split, chosen in splits.items():
-        xs, ys = [], []
-        for item in chosen:
-            image, label = _read(item["image"]), _read(item["label"])
-            if image.shape != label.shape:
-                raise ValueError(
-                    f"image {item['image']!r} {image.shape} and label {item['label']!r} {label.shape} differ in shape."
-                )
-            rounded = np.rint(label)
-            if not np.array_equal(rounded, label) or rounded.min() < 0:
-                raise ValueError(f"label {item['label']!r} should hold non-negative integer classes.")
-            x, y = preprocess(image, rounded, size)
-            fg_total += int((rounded > 0).sum())
-            fg_kept += int((y > 0).sum())
-            top = max(top, int(y.max()), int(rounded.max()))
-            xs.append(torch.from_numpy(x)[None])
-            ys.append(torch.from_numpy(y)[None])
-        data[split] = (torch.stack(xs), torch.stack(ys))
-        cases[split] = [os.path.basename(item["image"]) for item in chosen]
-    num_classes = top + 1
-    json_path = os.path.join(data_dir, "dataset.json")
-    if os.path.isfile(json_path):
-        with open(json_path) as f:
-            labels = json.load(f).get("labels", {})
-        indices = [int(k) if str(k).isdigit() else int(v) for k, v in labels.items()]
-        num_classes = max(num_classes, max(indices, default=0) + 1)
-    return SegmentationTarget(
-        data, cases, size, num_classes, class_names(data_dir, num_classes), fg_kept / fg_total if fg_total else 1.0
+    import nibabel
+
+    items = [{**i, "case": os.path.basename(i["image"])} for i in paired_nifti_datalist(data_dir, split="all")]
+    size = [int(s) for s in size] if size is not None else default_size([nibabel.load(i["image"]).shape for i in items])
+    parts = split_datalist(items, SPLIT_RATIOS, SPLIT_SEED)
+    transform = segmentation_transform(size)
+    try:
+        datasets = {
+            s: CacheDataset(p[:max_samples], transform, progress=False, copy_cache=False)
+            for s, p in zip(("train", "val", "test"), parts)
+        }
+    except RuntimeError as e:  # MONAI wraps a transform's error: raise the ValueError naming the case and file
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, ValueError):
+            cause = cause.__cause__
+        if isinstance(cause, ValueError):
+            raise cause from None
+        raise
+    cases = [d[i] for d in datasets.values() for i in range(len(d))]
+    total = sum(c["foreground"] for c in cases)
+    kept = sum(int((c["label"] > 0).sum()) for c in cases)
+    num_classes = max(2, *(c["top"] + 1 for c in cases), *(k + 1 for k in _json_labels(data_dir)))
+    names = class_names(data_dir, num_classes)
+    report = {
+        "kind": "segmentation",
+        "num_classes": num_classes,
+        "class_names": names,
+        "size": size,
+        "foreground_kept": kept / total if total else 1.0,
+        "samples": {s: len(d) for s, d in datasets.items()},
+        "cases": {s: [i["case"] for i in p[:max_samples]] for s, p in zip(datasets, parts)},
+    }
+    columns = {"mean_dice": "mean Dice", **{f"dice_{c}": f"Dice {c}" + (f" ({n})" if n != c else "") for c, n in names.items()}}
+    pair = from_engine(["pred", "label"])
+    return Task(
+        datasets=datasets,
+        loss=DiceCELoss(to_onehot_y=True, softmax=True),
+        metrics=lambda: {
+            "mean_dice": MeanDice(include_background=False, output_transform=pair, save_details=False),
+            "dice": MeanDice(include_background=False, reduction="mean_batch", output_transform=pair, save_details=False),
+        },
+        postprocessing=AsDiscreted(["pred", "label"], argmax=(True, False), to_onehot=num_classes),
+        columns=columns,
+        report=report,
+        handlers=lambda: [PerClassMetrics("dice", list(names), prefix="dice_")],
     )
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def dice_per_class(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Dice of each case and foreground class, ``2 |P & G| / (|P| + |G|)``.
-
-    A class absent from both prediction and label of a case gives NaN (left out of means); absent from the
-    label only, 0.
-
-    Args:
-        pred: ``(N, D, H, W)`` or ``(N, 1, D, H, W)`` predicted classes.
-        labels: same shape, true classes.
-        num_classes: ``C``; classes ``1 .. C-1`` are scored.
-
-    Returns:
-        ``(N, C - 1)`` float64.
-
-    Example:
-        >>> dice_per_class(torch.tensor([[1, 1, 0, 2]]), torch.tensor([[1, 0, 0, 0]]), 3)
-        tensor([[0.6667, 0.0000]], dtype=torch.float64)
-    """
-    if pred.shape != labels.shape:
-        raise ValueError(
-            f"`pred` and `labels` should have one shape, got {tuple(pred.shape)} and {tuple(labels.shape)}."
-        )
-    pred, labels = pred.reshape(len(pred), -1), labels.reshape(len(labels), -1)
-    out = torch.empty(len(pred), num_classes - 1, dtype=torch.float64)
-    for c in range(1, num_classes):
-        p, g = pred == c, labels == c
-        inter = (p & g).sum(1).double()
-        total = (p.sum(1) + g.sum(1)).double()
-        out[:, c - 1] = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.full_like(total, float("nan")))
-    return out
-
-
-def segmentation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """``dice_<c>`` (mean over cases, NaN cases left out) for each foreground class and their mean ``mean_dice``.
-
-    Args:
-        logits: ``(N, C, D, H, W)``.
-        labels: ``(N, 1, D, H, W)`` or ``(N, D, H, W)`` classes.
-    """
-    num_classes = int(logits.shape[1])
-    dice = dice_per_class(logits.argmax(1), labels.reshape(len(labels), *logits.shape[2:]), num_classes).numpy()
-    per_class = [float(np.nanmean(d)) if not np.isnan(d).all() else float("nan") for d in dice.T]
-    valid = [d for d in per_class if not math.isnan(d)]
-    out = {"mean_dice": float(np.mean(valid)) if valid else float("nan")}
-    out.update({f"dice_{c + 1}": d for c, d in enumerate(per_class)})
-    return out
-
-
-# ------------------------------------------------------------------------------------------- network
-
-
-def _block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm3d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class _Decoder(nn.Module):
-    """UNet-style decoder: upsample to each skip's size, concatenate, one conv block; a 1x1x1 head."""
-
-    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], num_classes: int) -> None:
-        super().__init__()
-        skips = list(encoder_channels[:-1])[::-1]
-        ins = [encoder_channels[-1], *decoder_channels[:-1]]
-        self.blocks = nn.ModuleList(_block(i + s, o) for i, s, o in zip(ins, skips, decoder_channels, strict=True))
-        self.head = nn.Conv3d(decoder_channels[-1], num_classes, 1)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
-        for block, skip in zip(self.blocks, features[-2::-1]):
-            x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
-        return self.head(x)
 
 
 class SegmentationNet(nn.Module):
@@ -326,9 +193,9 @@ class SegmentationNet(nn.Module):
     then ``layer1(maxpool(.))``, ``layer2``, ``layer3``, ``layer4`` (strides 4 .. 32), the layout of both
     :class:`~monai_crossd.networks.nets.CrossDResNet` and a torchvision ResNet converted by
     :func:`~monai_crossd.converters.convert_to_3d`. Its ``avgpool`` and ``fc`` are replaced by ``nn.Identity``.
-    The decoder (``self.decoder``, trained from scratch) upsamples trilinearly to each skip's shape,
-    concatenates and applies ``Conv3d(3) -> BatchNorm3d -> ReLU``; a ``Conv3d(1)`` head gives ``num_classes``
-    logits at stride 2, upsampled trilinearly to the input size, so any input size works.
+    The decoder (``self.decoder``, trained from scratch) upsamples trilinearly to each skip's shape, concatenates
+    and applies a MONAI ``Convolution`` (3x3x3 conv, batch norm, ReLU); its last entry, a 1x1x1 conv head, gives
+    ``num_classes`` logits at stride 2, upsampled trilinearly to the input size, so any input size works.
 
     Args:
         encoder: the 3D ResNet; modified in place (``avgpool``/``fc``).
@@ -351,11 +218,7 @@ class SegmentationNet(nn.Module):
         decoder_channels: Sequence[int] = (128, 64, 32, 16),
     ) -> None:
         super().__init__()
-        missing = [
-            n
-            for n in ("conv1", "bn1", "relu", "maxpool", *_STAGES)
-            if not isinstance(getattr(encoder, n, None), nn.Module)
-        ]
+        missing = [n for n in ("conv1", "bn1", "relu", "maxpool", *_STAGES) if not isinstance(getattr(encoder, n, None), nn.Module)]
         if missing:
             raise ValueError(
                 f"`encoder` should have the ResNet submodules conv1, bn1, relu, maxpool, layer1..4; {type(encoder).__name__} lacks {missing}."
@@ -368,14 +231,18 @@ class SegmentationNet(nn.Module):
             raise ValueError(f"`num_classes` should be an int >= 2, got {num_classes!r}.")
         encoder.avgpool, encoder.fc = nn.Identity(), nn.Identity()
         self.encoder = encoder
-        self.decoder = _Decoder(encoder_channels, decoder_channels, num_classes)
+        ins, skips = [encoder_channels[-1], *decoder_channels[:-1]], list(encoder_channels[-2::-1])
+        blocks = [
+            Convolution(3, i + s, o, kernel_size=3, act="RELU", norm="BATCH", bias=False)
+            for i, s, o in zip(ins, skips, decoder_channels)
+        ]
+        self.decoder = nn.ModuleList([*blocks, Convolution(3, decoder_channels[-1], num_classes, kernel_size=1, conv_only=True)])
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five encoder features of ``x`` ``(B, C_in, D, H, W)``, strides 2, 4, 8, 16, 32."""
         e = self.encoder
-        x = e.relu(e.bn1(e.conv1(x)))
-        out = [x]
-        x = e.maxpool(x)
+        out = [e.relu(e.bn1(e.conv1(x)))]
+        x = e.maxpool(out[0])
         for name in _STAGES:
             x = getattr(e, name)(x)
             out.append(x)
@@ -385,18 +252,8 @@ class SegmentationNet(nn.Module):
         """``(B, C_in, D, H, W)`` -> ``(B, num_classes, D, H, W)`` logits."""
         if x.ndim != 5:
             raise ValueError(f"`x` should be (B, C, D, H, W), got shape {tuple(x.shape)}.")
-        logits = self.decoder(self.features(x))
-        return F.interpolate(logits, size=x.shape[2:], mode="trilinear", align_corners=False)
-
-
-def segmentation_weak_probing(model: SegmentationNet) -> list[nn.Parameter]:
-    """Weak probing for segmentation: the encoder's normalisation layers and the whole decoder train.
-
-    The decoder and its head are new and the segmentation counterpart of the classifier's final linear layer,
-    so this is :func:`~monai_crossd.apps.probing.weak_probing` with ``classifier="decoder"``: every conv of the
-    encoder (the transferred knowledge) is frozen, Cross-D rotation networks included.
-
-    Returns:
-        the trainable parameters.
-    """
-    return weak_probing(model, classifier="decoder")
+        features = self.features(x)
+        y = features[-1]
+        for block, skip in zip(self.decoder[:-1], features[-2::-1]):
+            y = block(torch.cat([F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False), skip], 1))
+        return F.interpolate(self.decoder[-1](y), size=x.shape[2:], mode="trilinear", align_corners=False)

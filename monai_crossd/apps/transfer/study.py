@@ -8,62 +8,54 @@
    :func:`~monai_crossd.converters.convert_to_3d`) and ``scratch`` (the same 3D ResNet18, randomly
    initialised).
 3. Fine-tune under weak probing (normalisation layers + final linear layer, the paper's protocol) and
-   full fine-tuning, for several seeds; pick the epoch by the validation metric, report test metrics there.
+   full fine-tuning, for several seeds, each run a MONAI ``SupervisedTrainer`` validated every epoch
+   (:func:`~monai_crossd.apps.transfer.training.fit`); test the state of the best validation epoch.
 4. Report mean +- std per method and protocol (JSON, markdown, PNG).
 
 Targets, told apart by :func:`target_kind`:
 
-- classification: a MedMNIST-format 3D ``.npz`` file (``{train,val,test}_{images,labels}``); accuracy,
-  balanced accuracy and AUC, the epoch picked by validation AUC.
+- classification: a MedMNIST-format 3D ``.npz`` file (``{train,val,test}_{images,labels}``, its own splits);
+  accuracy, balanced accuracy and AUC, the epoch picked by validation AUC
+  (:mod:`~monai_crossd.apps.transfer.classification`).
 - segmentation: a folder in the MSD layout (``imagesTr/*.nii.gz`` + ``labelsTr/*.nii.gz``, e.g. Task04
-  hippocampus), split 60/20/20 with a fixed seed and centre-cropped/padded to one size; the transferred 3D
-  ResNet18 becomes the encoder of a UNet-style network whose decoder trains from scratch; weak probing trains
-  the encoder's norms and the decoder. Per-class Dice and mean Dice, the epoch picked by validation mean Dice.
-  See :mod:`monai_crossd.apps.transfer.segmentation`.
+  hippocampus), split 60/20/20 and centre-cropped/padded to one size; the transferred 3D ResNet18 becomes the
+  encoder of a UNet-style network whose decoder trains from scratch. Per-class and mean Dice, the epoch picked by
+  validation mean Dice (:mod:`~monai_crossd.apps.transfer.segmentation`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from monai.metrics import compute_roc_auc
 from monai.utils import set_determinism
+from torch import nn
 
-from monai_crossd.apps.bundle.handlers import atomic_torch_save, atomic_write_bytes
-from monai_crossd.converters import convert_to_3d
-from monai_crossd.apps.data.medmnist import load_medmnist
 from monai_crossd.apps.data.nifti_pairs import paired_nifti_datalist
+from monai_crossd.apps.io import atomic_open, atomic_torch_save, atomic_write_bytes
 from monai_crossd.apps.probing import full_finetuning, weak_probing
-from monai_crossd.apps.transfer.segmentation import (
-    SegmentationNet,
-    load_segmentation_target,
-    segmentation_metrics,
-    segmentation_weak_probing,
-)
+from monai_crossd.apps.transfer import segmentation
+from monai_crossd.apps.transfer.classification import classification_task
+from monai_crossd.apps.transfer.training import fit
+from monai_crossd.converters import convert_to_3d
 from monai_crossd.networks.blocks.crossd_conv import ROTATION_INITS
 from monai_crossd.networks.nets import crossd_resnet18
 
-__all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "classification_metrics", "run_transfer", "target_kind"]
+__all__ = ["METHODS", "PROTOCOLS", "TransferConfig", "run_transfer", "target_kind"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("crossd", "crossd-authors", "acs", "i3d", "center", "scratch")
 PROTOCOLS = ("weak", "full")
 _PROTOCOL_FN = {"weak": weak_probing, "full": full_finetuning}
-_SEG_PROTOCOL_FN = {"weak": segmentation_weak_probing, "full": full_finetuning}
 
 
 def target_kind(target: str | os.PathLike) -> str:
@@ -124,6 +116,10 @@ class TransferConfig:
     seg_size: list[int] | None = None
     crossd_rotation_init: str = "identity"
 
+    def priors_needed(self) -> list[str]:
+        """The 2D priors :attr:`methods` transfer from: ``"plain"`` and/or ``"crossd"``."""
+        return [k for k, ms in (("plain", ("acs", "i3d", "center")), ("crossd", ("crossd", "crossd-authors"))) if set(ms) & set(self.methods)]
+
     def check(self) -> None:
         """Raise ``ValueError`` naming the field for anything that cannot run."""
         if target_kind(self.target) == "segmentation":
@@ -150,149 +146,18 @@ class TransferConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` should be a positive int, got {value!r}.")
-        needs_plain = any(m in ("acs", "i3d", "center") for m in self.methods)
-        needs_crossd = any(m.startswith("crossd") for m in self.methods)
-        for name, needed in (("plain_prior", needs_plain), ("crossd_prior", needs_crossd)):
-            path = getattr(self, name)
+        for kind in ("plain", "crossd"):
+            path = getattr(self, f"{kind}_prior")
             if path is not None and not os.path.isfile(path):
-                raise ValueError(f"`{name}` should be an existing checkpoint file, got {path!r}.")
-            if needed and path is None and not self.source:
-                raise ValueError(f"`source` 2D .npz files are needed to pretrain the {name.split('_')[0]} prior.")
+                raise ValueError(f"`{kind}_prior` should be an existing checkpoint file, got {path!r}.")
+            if kind in self.priors_needed() and path is None and not self.source:
+                raise ValueError(f"`source` 2D .npz files are needed to pretrain the {kind} prior.")
         for path in self.source:
             if not os.path.isfile(path):
                 raise ValueError(f"`source` file {path!r} does not exist.")
 
 
-# ---------------------------------------------------------------------------------------------- data
-
-
-def _split(paths: Sequence[str], split: str, max_samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Images ``(N, 1, *spatial)`` in ``[-1, 1]`` and labels of one split, files combined in one label space."""
-    xs, ys, offset = [], [], 0
-    for path in paths:
-        images, labels = load_medmnist(path, split)
-        if max_samples is not None and len(labels) > max_samples:
-            keep = np.sort(np.random.default_rng(seed).choice(len(labels), max_samples, replace=False))
-            images, labels = images[keep], labels[keep]
-        xs.append(torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)[:, None])
-        ys.append(torch.from_numpy(labels) + offset)
-        with np.load(path) as data:
-            offset += int(max(int(data[f"{s}_labels"].max()) for s in ("train", "val", "test") if f"{s}_labels" in data)) + 1
-    shapes = {tuple(x.shape[2:]) for x in xs}
-    if len(shapes) != 1:
-        raise ValueError(f"`source` files should share one image size, got {sorted(shapes)}.")
-    return torch.cat(xs), torch.cat(ys), offset
-
-
-def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-    order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
-    for i in range(0, len(y), batch_size):
-        idx = order[i : i + batch_size]
-        if shuffle and len(idx) < 2:  # BatchNorm needs two samples
-            continue
-        yield x[idx], y[idx]
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy, balanced accuracy (mean per-class recall) and AUC (macro one-vs-rest) of ``(N, C)`` logits."""
-    prob = torch.softmax(logits.float(), dim=1)
-    pred = prob.argmax(1)
-    classes = int(logits.shape[1])
-    recalls = [float((pred[labels == c] == c).float().mean()) for c in range(classes) if (labels == c).any()]
-    onehot = F.one_hot(labels, classes).float()
-    try:
-        auc = float(compute_roc_auc(prob, onehot, average="macro")) if classes > 1 else float("nan")
-    except (ValueError, AssertionError):  # a class absent from the split
-        auc = float("nan")
-    return {"accuracy": float((pred == labels).float().mean()), "balanced_accuracy": float(np.mean(recalls)), "auc": auc}
-
-
-@dataclass(frozen=True)
-class _Task:
-    """What a target kind changes in training and reporting."""
-
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
-    key: Callable[[dict], tuple]  # of the validation metrics; the largest picks the epoch
-    columns: dict[str, str]  # summarised metric -> column title
-    log: Callable[[dict], str]  # the validation metrics in a progress line
-
-
-_CLASSIFICATION = _Task(
-    loss=F.cross_entropy,
-    metrics=classification_metrics,
-    key=lambda v: (v["auc"] if not math.isnan(v["auc"]) else -1.0, v["balanced_accuracy"]),
-    columns={"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auc": "AUC"},
-    log=lambda v: f"val acc {v['accuracy']:.3f} auc {v['auc']:.3f}",
-)
-
-
-def _segmentation_task(class_names: dict[str, str]) -> _Task:
-    from monai.losses import DiceCELoss
-
-    columns = {"mean_dice": "mean Dice"}
-    columns.update({f"dice_{c}": f"Dice {c} ({name})" if name != c else f"Dice {c}" for c, name in class_names.items()})
-    return _Task(
-        loss=DiceCELoss(to_onehot_y=True, softmax=True),
-        metrics=segmentation_metrics,
-        key=lambda v: (v["mean_dice"] if not math.isnan(v["mean_dice"]) else -1.0,),
-        columns=columns,
-        log=lambda v: "val " + " ".join(f"{k.replace('_', ' ')} {x:.3f}" for k, x in v.items()),
-    )
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(xb.to(device)).float().cpu() for xb, _ in _batches(x, torch.zeros(len(x)), batch_size, False)])
-
-
-# ------------------------------------------------------------------------------------------ training
-
-
-def _train(
-    model: nn.Module,
-    params: list[nn.Parameter],
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    epochs: int,
-    lr: float,
-    cfg: TransferConfig,
-    device: torch.device,
-    seed: int,
-    label: str,
-    optimizer: str = "adam",
-    task: _Task = _CLASSIFICATION,
-) -> dict:
-    """Train, validate every epoch, keep the test metrics of the epoch with the best validation metric."""
-    opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(params, lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    gen = torch.Generator().manual_seed(seed)
-    best, history = None, []
-    for epoch in range(epochs):
-        model.train()
-        start, losses = time.perf_counter(), []
-        for xb, yb in _batches(*data["train"], cfg.batch_size, True, gen):
-            opt.zero_grad(set_to_none=True)
-            loss = task.loss(model(xb.to(device)), yb.to(device))
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        sched.step()
-        val = task.metrics(_predict(model, data["val"][0], cfg.batch_size, device), data["val"][1])
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val, "seconds": time.perf_counter() - start}
-        key = task.key(val)
-        if "test" in data and (best is None or key > best[0]):
-            row["test"] = task.metrics(_predict(model, data["test"][0], cfg.batch_size, device), data["test"][1])
-            best = (key, row)
-        history.append(row)
-        logger.info("%s epoch %d/%d loss %.4f %s (%.1fs)", label, epoch + 1, epochs, row["loss"], task.log(val), row["seconds"])
-    result = {"history": history}
-    if best is not None:
-        result.update(best_epoch=best[1]["epoch"], val=best[1]["val"], test=best[1]["test"])
-    return result
+# ------------------------------------------------------------------------------------------ networks
 
 
 def _plain_resnet18(in_channels: int, num_classes: int) -> nn.Module:
@@ -307,63 +172,50 @@ def _plain_resnet18(in_channels: int, num_classes: int) -> nn.Module:
 
 def _priors(cfg: TransferConfig, device: torch.device, out: Path) -> tuple[dict, dict]:
     """``({"plain": state_dict, "crossd": state_dict}, report)``: given or pretrained on ``cfg.source``."""
-    needed = {"plain": any(m in ("acs", "i3d", "center") for m in cfg.methods), "crossd": any(m.startswith("crossd") for m in cfg.methods)}
-    priors, report = {}, {}
-    data = None
-    for kind, needed_kind in needed.items():
-        if not needed_kind:
-            continue
+    priors, report, source = {}, {}, None
+    for kind in cfg.priors_needed():
         given = getattr(cfg, f"{kind}_prior")
         if given is not None:
             state = torch.load(given, map_location="cpu", weights_only=True)
-            priors[kind] = state.get("state_dict", state)
-            report[kind] = {"checkpoint": given}
+            priors[kind], report[kind] = state.get("state_dict", state), {"checkpoint": given}
             continue
-        if data is None:
-            data = {s: _split(cfg.source, s, cfg.max_source_samples, 0)[:2] for s in ("train", "val")}
-            classes = _split(cfg.source, "train", 1, 0)[2]
+        source = source or classification_task(cfg.source, cfg.max_source_samples, splits=("train", "val"))
+        classes = source.report["num_classes"]
         set_determinism(seed=1234)
         net = _plain_resnet18(1, classes) if kind == "plain" else crossd_resnet18(
             2, 1, classes, conv_kwargs={"rotation_init": cfg.crossd_rotation_init}
         )
         net = net.to(device)
-        result = _train(
-            net, list(net.parameters()), data, cfg.pretrain_epochs, cfg.lr_pretrain, cfg, device, 0,
-            f"pretrain {kind}", optimizer="adamw",
-        )
-        val = classification_metrics(_predict(net, data["val"][0], cfg.batch_size, device), data["val"][1])
-        report[kind] = {"num_classes": classes, "val_final": val, "history": result["history"]}
+        history = fit(
+            net, list(net.parameters()), source, cfg.pretrain_epochs, cfg.lr_pretrain, cfg.batch_size, device, 0,
+            f"pretrain {kind}", optimizer=torch.optim.AdamW,
+        )["history"]  # fmt: skip
+        val = history[-1]["val"]
+        report[kind] = {"num_classes": classes, "val_final": val, "history": history}
         logger.info("2D %s prior: validation accuracy %.3f, balanced %.3f", kind, val["accuracy"], val["balanced_accuracy"])
         priors[kind] = {k: v.cpu() for k, v in net.state_dict().items()}
         atomic_torch_save(priors[kind], out / f"prior_{kind}.pt")
     return priors, report
 
 
-def _reset_fc(model: nn.Module, num_classes: int) -> nn.Module:
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
-
-
 def _build_3d(method: str, priors: dict, num_classes: int, seed: int) -> nn.Module:
     """The 3D ResNet18 of ``method`` initialised from the priors, with a fresh ``num_classes`` head."""
     torch.manual_seed(seed)
     if method in ("crossd", "crossd-authors"):
-        kwargs = {"kernel_3d": "raw"} if method == "crossd-authors" else {}
         state = priors["crossd"]
-        net = crossd_resnet18(3, 1, state["fc.weight"].shape[0], conv_kwargs=kwargs)
+        net = crossd_resnet18(3, 1, state["fc.weight"].shape[0], conv_kwargs={"kernel_3d": "raw"} if method == "crossd-authors" else {})
         net.load_state_dict(state, strict=True)
-        return _reset_fc(net, num_classes)
-    if method == "scratch":
+    elif method == "scratch":
         net, _ = convert_to_3d(_plain_resnet18(1, num_classes), "i3d")
         for m in net.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        return _reset_fc(net, num_classes)
-    state = priors["plain"]
-    plain = _plain_resnet18(1, state["fc.weight"].shape[0])
-    plain.load_state_dict(state, strict=True)
-    net, _ = convert_to_3d(plain, method)
-    return _reset_fc(net, num_classes)
+    else:
+        plain = _plain_resnet18(1, priors["plain"]["fc.weight"].shape[0])
+        plain.load_state_dict(priors["plain"], strict=True)
+        net, _ = convert_to_3d(plain, method)
+    net.fc = nn.Linear(net.fc.in_features, num_classes)
+    return net
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -390,8 +242,7 @@ def _target_lines(cfg: TransferConfig, target: dict) -> list[str]:
             + f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, "
             + f"max_samples={cfg.max_samples} (target), max_source_samples={cfg.max_source_samples}."
         ]
-    n = target["samples"]
-    size = "x".join(str(s) for s in target["size"])
+    n, size = target["samples"], "x".join(str(s) for s in target["size"])
     setup = (
         f"Segmentation: test Dice at the epoch of best validation mean Dice, mean +- std over {cfg.seeds} seeds. "
         f"{cfg.epochs} fine-tuning epochs, {cfg.pretrain_epochs} pretraining epochs, batch size {cfg.batch_size}, "
@@ -399,16 +250,16 @@ def _target_lines(cfg: TransferConfig, target: dict) -> list[str]:
     )
     data = (
         f"Cases: {n['train']} train / {n['val']} val / {n['test']} test (60/20/20 split of the image/label pairs "
-        "sorted by name, shuffled with seed 0). Each volume: intensities from its 0.5/99.5 percentiles to [-1, 1], "
-        f"centre-cropped/padded to {size} voxels (labels cropped/padded, never interpolated; "
-        f"{100 * target['foreground_kept']:.2f} % of the foreground voxels kept). "
-        f"**Dice is computed on that {size} grid**, not on the original voxel grids."
+        "by MONAI's partition_dataset, seed 0). Each volume: intensities from its 0.5/99.5 percentiles to [-1, 1], "
+        f"centre-cropped/padded to {size} voxels (labels never interpolated; {100 * target['foreground_kept']:.2f} % "
+        f"of the foreground voxels kept). **Dice (MONAI's DiceMetric; a class absent from a case's label is left out) "
+        f"is computed on that {size} grid**, not on the original voxel grids."
     )
     network = (
-        "Network: the transferred 3D ResNet18 of each method is the encoder (stem, layer1..4) of a UNet-style network; "
-        "its decoder (Conv3d/BatchNorm3d/ReLU per level, trilinear upsampling, 1x1x1 head) trains from scratch. "
-        "Weak probing trains the encoder's normalisation layers and the decoder, the segmentation analogue of "
-        '"norms + final linear layer"; full fine-tuning trains everything. Loss: Dice + cross-entropy.'
+        "Network: the transferred 3D ResNet18 of each method is the encoder (stem, layer1..4) of a UNet-style network "
+        "whose decoder (MONAI Convolution blocks, trilinear upsampling, 1x1x1 head) trains from scratch. Weak probing "
+        "trains the encoder's normalisation layers and the decoder; full fine-tuning trains everything. Loss: Dice + "
+        "cross-entropy."
     )
     return [setup, "", data, "", network]
 
@@ -461,42 +312,11 @@ def _plot(summary: dict, path: Path, title: str, metrics: dict[str, str], ylim: 
         ax.legend(title="protocol", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=110)
+        with atomic_open(path) as f:
+            fig.savefig(f, format="png", dpi=110)
     finally:
         plt.close(fig)
-    atomic_write_bytes(buffer.getvalue(), path)
-
-
-def _load_target(cfg: TransferConfig) -> tuple[dict, dict, _Task, Callable[[str, dict, int], nn.Module], dict]:
-    """``(data, report, task, build(method, priors, seed), protocol functions)`` of ``cfg.target``."""
-    if target_kind(cfg.target) == "classification":
-        target = {s: _split([cfg.target], s, cfg.max_samples, 0) for s in ("train", "val", "test")}
-        num_classes = target["train"][2]
-        data = {s: v[:2] for s, v in target.items()}
-        report = {"kind": "classification", "num_classes": num_classes, "samples": {s: len(v[1]) for s, v in data.items()}}
-        logger.info("target %s: %s train / %s val / %s test, %d classes", cfg.target, *report["samples"].values(), num_classes)
-        return data, report, _CLASSIFICATION, lambda m, p, s: _build_3d(m, p, num_classes, s), _PROTOCOL_FN
-    seg = load_segmentation_target(cfg.target, cfg.seg_size, cfg.max_samples)
-    report = {
-        "kind": "segmentation",
-        "num_classes": seg.num_classes,
-        "class_names": seg.class_names,
-        "size": seg.size,
-        "foreground_kept": seg.foreground_kept,
-        "samples": {s: len(v) for s, v in seg.cases.items()},
-        "cases": seg.cases,
-    }
-    logger.info(
-        "target %s: %s train / %s val / %s test cases at %s, %d classes, %.2f %% of the foreground kept",
-        cfg.target, *report["samples"].values(), "x".join(map(str, seg.size)), seg.num_classes, 100 * seg.foreground_kept,
-    )  # fmt: skip
-
-    def build(method: str, priors: dict, seed: int) -> nn.Module:
-        return SegmentationNet(_build_3d(method, priors, 1, seed), seg.num_classes)
-
-    return seg.data, report, _segmentation_task(seg.class_names), build, _SEG_PROTOCOL_FN
 
 
 def run_transfer(cfg: TransferConfig) -> dict:
@@ -513,7 +333,18 @@ def run_transfer(cfg: TransferConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     priors, prior_report = _priors(cfg, device, out)
-    data, target, task, build, protocol_fn = _load_target(cfg)
+    if target_kind(cfg.target) == "classification":
+        task, protocols = classification_task(cfg.target, cfg.max_samples), _PROTOCOL_FN
+    else:
+        task, protocols = segmentation.segmentation_task(cfg.target, cfg.seg_size, cfg.max_samples), segmentation.PROTOCOLS
+
+    def build(method: str, seed: int) -> nn.Module:
+        if task.report["kind"] == "classification":
+            return _build_3d(method, priors, task.report["num_classes"], seed)
+        return segmentation.SegmentationNet(_build_3d(method, priors, 1, seed), task.report["num_classes"])
+
+    target = task.report
+    logger.info("target %s: %s, %s train / %s val / %s test", cfg.target, target["kind"], *target["samples"].values())
     runs = []
     total = len(cfg.methods) * len(cfg.protocols) * cfg.seeds
     for method in cfg.methods:
@@ -521,10 +352,9 @@ def run_transfer(cfg: TransferConfig) -> dict:
             for seed in range(cfg.seeds):
                 label = f"[{len(runs) + 1}/{total}] {method} {protocol} seed {seed}"
                 set_determinism(seed=seed)
-                model = build(method, priors, seed).to(device)
-                params = protocol_fn[protocol](model)
+                model = build(method, seed).to(device)
                 lr = cfg.lr_weak if protocol == "weak" else cfg.lr_full
-                result = _train(model, params, data, cfg.epochs, lr, cfg, device, seed, label, task=task)
+                result = fit(model, protocols[protocol](model), task, cfg.epochs, lr, cfg.batch_size, device, seed, label)
                 runs.append({"method": method, "protocol": protocol, "seed": seed, **result})
     summary = _summary(runs, task.columns)
     results = {

@@ -1,4 +1,4 @@
-"""``monai_crossd.apps.transfer``: metrics, config checks and the ``transfer`` command line end to end."""
+"""``monai_crossd.apps.transfer``: metrics, model selection on MONAI's engines, config checks and the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from monai_crossd.apps.transfer import METHODS, PROTOCOLS, TransferConfig, classification_metrics
+from monai_crossd.apps.transfer import (
+    METHODS,
+    PROTOCOLS,
+    TransferConfig,
+    classification_metrics,
+    classification_task,
+    fit,
+)
 from monai_crossd.apps.transfer.__main__ import DEFAULT_SOURCES, _default_source, main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -67,6 +74,44 @@ def test_metrics_multiclass_and_absent_class():
     assert m["accuracy"] == pytest.approx(1 / 3)
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 0) / 2)  # class 2 absent: not averaged
     assert math.isnan(m["auc"])
+
+
+def test_task_metrics_hand_computed(tmp_path):
+    """The evaluators' pipeline (post-processing, MONAI ROCAUC, accuracy, balanced accuracy) on known scores."""
+    task = classification_task(_write_target(tmp_path / "t.npz"), splits=("val",))
+    metrics = task.metrics()
+    assert next(iter(metrics)) == "auc"  # the key metric: it picks the epoch
+    items = [task.postprocessing({"pred": p, "label": torch.tensor(y)}) for p, y in zip(
+        _binary_logits([0.2, 0.7, 0.3, 0.6, 0.55]), [0, 0, 0, 1, 1])]  # fmt: skip
+    for metric in metrics.values():
+        metric.reset()
+        metric.update(([i["pred"] for i in items], [i["label"] for i in items]))
+    values = {k: float(m.compute()) for k, m in metrics.items()}
+    assert values == pytest.approx({"auc": 4 / 6, "accuracy": 4 / 5, "balanced_accuracy": (2 / 3 + 1) / 2})
+    assert task.report == {"kind": "classification", "num_classes": 2, "samples": {"val": 8}}
+    assert task.datasets["val"][0]["image"].min() >= -1.0 and task.datasets["val"][0]["image"].max() <= 1.0
+
+
+def test_fit_tests_the_best_validation_epoch(tmp_path):
+    """The test metrics are those of the state of the epoch with the best validation AUC, not of the last epoch."""
+    rng, arrays = np.random.default_rng(0), {}
+    for split, flip in (("train", 0), ("val", 1), ("test", 1)):  # validation labels contradict training: AUC falls
+        labels = np.arange(16) % 2
+        arrays[f"{split}_images"] = (rng.integers(0, 200, (16, 8, 8, 8)) + 40 * (labels != flip)[:, None, None, None]).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels[:, None].astype(np.uint8)
+    np.savez(tmp_path / "t.npz", **arrays)
+    task = classification_task(tmp_path / "t.npz")
+    task.datasets["test"] = task.datasets["val"]  # the kept state, tested on the validation data, gives its metrics
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(512, 2))
+    result = fit(model, list(model.parameters()), task, 4, 3e-4, 4, torch.device("cpu"), 0, "tiny")
+    history = result["history"]
+    aucs = [h["val"]["auc"] for h in history]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and aucs[0] > aucs[-1]  # the last epoch is not the best
+    assert result["best_epoch"] == 1 + aucs.index(max(aucs))
+    assert result["val"] == history[result["best_epoch"] - 1]["val"]
+    assert result["test"] == pytest.approx(result["val"])  # the best state was restored before testing
+    assert all(math.isfinite(h["loss"]) for h in history)
 
 
 # ----------------------------------------------------------------------------- (b) config checks

@@ -1,4 +1,4 @@
-"""``monai_crossd.apps.transfer`` on segmentation targets: Dice, preprocessing, the encoder-decoder, weak probing, the CLI."""
+"""``monai_crossd.apps.transfer`` on segmentation targets: MONAI Dice, preprocessing, the encoder-decoder, weak probing, the CLI."""
 
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from monai_crossd.apps.transfer import SegmentationNet, TransferConfig, dice_per_class, segmentation_metrics, target_kind
+from monai_crossd.apps.transfer import SegmentationNet, TransferConfig, target_kind
 from monai_crossd.apps.transfer.__main__ import main
-from monai_crossd.apps.transfer.segmentation import (
-    center_crop_pad,
-    class_names,
-    default_size,
-    preprocess,
-    segmentation_weak_probing,
-    split_cases,
-)
+from monai_crossd.apps.transfer.segmentation import PROTOCOLS, class_names, default_size, segmentation_task
 from monai_crossd.apps.transfer.study import _build_3d, _plain_resnet18
 from monai_crossd.networks.blocks import RotationNetwork
 from monai_crossd.networks.nets import CrossDResNet, crossd_resnet18
@@ -45,74 +38,83 @@ def _tiny_priors() -> dict:
     return {"plain": _plain_resnet18(1, 4).state_dict(), "crossd": crossd_resnet18(2, 1, 4).state_dict()}
 
 
-# ------------------------------------------------------------------------------------------- Dice
+def _nifti(path: Path, array: np.ndarray) -> None:
+    nibabel = pytest.importorskip("nibabel")
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), path)
 
 
-def test_dice_hand_computed():
-    # one case of 8 voxels, classes 0..2
-    label = torch.tensor([[0, 1, 1, 1, 2, 2, 0, 0]])
-    pred = torch.tensor([[0, 1, 1, 0, 2, 1, 2, 2]])
-    dice = dice_per_class(pred, label, 3)
-    # class 1: P = {1, 2, 5}, G = {1, 2, 3}, |P & G| = 2 -> 4 / 6; class 2: P = {4, 6, 7}, G = {4, 5} -> 2 / 5
-    assert dice.shape == (1, 2) and dice.dtype == torch.float64
-    assert dice[0].tolist() == pytest.approx([4 / 6, 2 / 5])
+def _msd_folder(root: Path, names=("case_1.nii.gz",), labels=True, image=None, label=None) -> Path:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for name in names:
+        _nifti(root / "imagesTr" / name, np.zeros((4, 4, 4), np.float32) if image is None else image)
+        if labels:
+            _nifti(root / "labelsTr" / name, np.zeros((4, 4, 4), np.uint8) if label is None else label)
+    return root
 
 
-def test_dice_empty_classes_and_metrics():
-    label = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0], [2, 2, 0, 0]])
-    pred = torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0], [2, 2, 1, 0]])
-    dice = dice_per_class(pred, label, 3)
-    assert dice[0, 0].item() == pytest.approx(2 / 3)
-    assert math.isnan(dice[0, 1].item())  # class 2 absent from prediction and label: NaN, left out of means
-    assert math.isnan(dice[1, 0].item()) and math.isnan(dice[1, 1].item())
-    assert dice[2, 0].item() == 0.0  # predicted but absent from the label: 0
-    assert dice[2, 1].item() == 1.0
-
-    logits = torch.nn.functional.one_hot(pred, 3).permute(0, 2, 1).float()  # (N, C, voxels): argmax = pred
-    m = segmentation_metrics(logits[..., None, None], label[:, None, :, None, None])
-    assert set(m) == {"mean_dice", "dice_1", "dice_2"}
-    assert m["dice_1"] == pytest.approx((2 / 3 + 0.0) / 2)  # cases 0 and 2; case 1 is NaN
-    assert m["dice_2"] == pytest.approx(1.0)  # case 2 only
-    assert m["mean_dice"] == pytest.approx((1 / 3 + 1.0) / 2)
-
-    with pytest.raises(ValueError, match="`pred` and `labels`"):
-        dice_per_class(pred[:, :3], label, 3)
+@pytest.fixture
+def five_cases(tmp_path) -> Path:
+    """Five 10^3 cases: intensities 0..999 (percentiles 0.5 / 99.5: 4.995 / 994.005), class 1 above 500, 2 above 900."""
+    image = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    label = ((image > 500).astype(np.uint8) + (image > 900)).astype(np.uint8)
+    return _msd_folder(tmp_path / "task", names=[f"c{i}.nii.gz" for i in range(5)], image=image, label=label)
 
 
 # ----------------------------------------------------------------------------------- preprocessing
 
 
-def test_crop_pad_size_split_and_intensity():
-    a = np.arange(5 * 2 * 4).reshape(5, 2, 4)
-    out = center_crop_pad(a, (3, 4, 4), -1)
-    assert out.shape == (3, 4, 4)
-    assert np.array_equal(out[:, 1:3], a[1:4])  # axis 0 cropped to [1, 4), axis 1 padded 1 before and 1 after
-    assert (out[:, 0] == -1).all() and (out[:, 3] == -1).all()
-    with pytest.raises(ValueError, match="`size`"):
-        center_crop_pad(a, (3, 4))
-
+def test_preprocessing_split_and_report(five_cases):
+    task = segmentation_task(five_cases, size=(10, 12, 8))
+    assert task.report["samples"] == {"train": 3, "val": 1, "test": 1}
+    cases = [c for s in ("train", "val", "test") for c in task.report["cases"][s]]
+    assert sorted(cases) == [f"c{i}.nii.gz" for i in range(5)]  # disjoint, all used
+    assert task.report["num_classes"] == 3 and task.report["class_names"] == {"1": "1", "2": "2"}
+    d = task.datasets["train"][0]
+    x, y = d["image"], d["label"]
+    assert x.shape == y.shape == (1, 10, 12, 8) and x.dtype == torch.float32
+    inside = x[0, :, 1:11]  # axis 1 padded by one on each side, axis 2 cropped to [1, 9)
+    assert (x[0, :, 0] == -1).all() and (x[0, :, 11] == -1).all() and (y[0, :, 0] == 0).all()  # padding
+    full = torch.arange(1000.0).reshape(10, 10, 10)[:, :, 1:9]
+    expected = ((full - 4.995) / 989.01 * 2 - 1).clamp(-1, 1)  # linear between the percentiles, clipped beyond
+    assert torch.allclose(inside, expected, atol=1e-5)
+    assert torch.equal(y[0, :, 1:11], ((full > 500).long() + (full > 900).long()).to(y.dtype))  # not interpolated
+    kept = ((torch.arange(1000.0).reshape(10, 10, 10)[:, :, 1:9] > 500).sum() / (torch.arange(1000.0) > 500).sum())
+    assert task.report["foreground_kept"] == pytest.approx(float(kept))
     assert default_size([(35, 50, 36), (31, 40, 24), (43, 59, 47)]) == [32, 48, 32]
     assert default_size([(7, 100, 24)]) == [16, 96, 32]  # at least 16; 24 rounds half up
+    assert segmentation_task(five_cases, max_samples=1).report["samples"] == {"train": 1, "val": 1, "test": 1}
 
-    split = split_cases(list(range(208)))
-    assert [len(split[s]) for s in ("train", "val", "test")] == [125, 42, 41]
-    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(208))
-    assert split == split_cases(list(range(208)))  # deterministic
-    capped = split_cases(list(range(208)), max_samples=4)
-    assert all(len(v) == 4 and set(v) <= set(split[s]) for s, v in capped.items())
 
-    image = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)  # percentiles 0.5 / 99.5: 4.995 / 994.005
-    label = (image > 500).astype(np.uint8)
-    x, y = preprocess(image, label, (10, 12, 10))
-    assert x.shape == y.shape == (10, 12, 10) and x.dtype == np.float32 and y.dtype == np.int64
-    inside = x[:, 1:11]
-    assert (inside == -1.0).sum() == (inside == 1.0).sum() == 5  # clipped beyond the 0.5th/99.5th percentiles
-    assert inside.flat[500] == pytest.approx((500 - 4.995) / 989.01 * 2 - 1, abs=1e-5)  # linear in between
-    assert (x[:, 0] == -1).all() and (y[:, 0] == 0).all() and (y[:, 11] == 0).all()  # padding
-    x, y = preprocess(image, label, (8, 10, 10))
-    assert np.array_equal(y, label[1:9]) and np.array_equal(
-        x, preprocess(image, label, (10, 10, 10))[0][1:9]
-    )  # cropped
+def test_dice_hand_computed(five_cases):
+    """MONAI MeanDice through the task's post-processing: per class and mean, classes absent from a label left out."""
+    task = segmentation_task(five_cases, size=(4, 4, 4), max_samples=1)
+    metrics = task.metrics()
+    assert next(iter(metrics)) == "mean_dice"  # the key metric
+    label = torch.tensor([[0, 1, 1, 1, 2, 2, 0, 0], [0, 1, 1, 0, 0, 0, 0, 0]])
+    pred = torch.tensor([[0, 1, 1, 0, 2, 1, 2, 2], [0, 1, 0, 0, 2, 0, 0, 0]])
+    items = [
+        task.postprocessing({"pred": torch.nn.functional.one_hot(p, 3).T.float()[:, None, None], "label": g[None, None, None]})
+        for p, g in zip(pred, label)
+    ]
+    for metric in metrics.values():
+        metric.reset()
+        metric.update(([i["pred"] for i in items], [i["label"] for i in items]))
+    # case 0: class 1 P = {1, 2, 5}, G = {1, 2, 3} -> 4 / 6; class 2 P = {4, 6, 7}, G = {4, 5} -> 2 / 5
+    # case 1: class 1 P = {1}, G = {1, 2} -> 2 / 3; class 2 absent from the label: left out
+    assert metrics["dice"].compute().tolist() == pytest.approx([(4 / 6 + 2 / 3) / 2, 2 / 5])
+    # MONAI's "mean": over each case's scored classes, then over cases
+    assert float(metrics["mean_dice"].compute()) == pytest.approx(((4 / 6 + 2 / 5) / 2 + 2 / 3) / 2)
+    assert task.columns == {"mean_dice": "mean Dice", "dice_1": "Dice 1", "dice_2": "Dice 2"}
+
+
+@pytest.mark.parametrize("case", ["shape", "fraction", "negative"])
+def test_bad_case_names_it(tmp_path, case):
+    image = np.zeros((4, 4, 4), np.float32)
+    label = {"shape": np.zeros((4, 4, 5)), "fraction": np.full((4, 4, 4), 0.5), "negative": -np.ones((4, 4, 4))}[case]
+    folder = _msd_folder(tmp_path / "task", names=[f"c{i}.nii.gz" for i in range(5)], image=image, label=label.astype(np.float32))
+    with pytest.raises(ValueError, match="c0.nii.gz.*(differ in shape|non-negative integer)"):
+        segmentation_task(folder)
 
 
 def test_class_names_from_dataset_json(tmp_path):
@@ -158,7 +160,7 @@ def test_weak_probing_trains_norms_and_decoder_only(method):
     from monai.losses import DiceCELoss
 
     net = SegmentationNet(_build_3d(method, _tiny_priors(), 1, 0), 3)
-    params = segmentation_weak_probing(net)
+    params = PROTOCOLS["weak"](net)
     rotation = {id(m) for r in net.modules() if isinstance(r, RotationNetwork) for m in r.modules()}
     assert bool(rotation) == (method == "crossd")
     norms = [m for m in net.encoder.modules() if isinstance(m, torch.nn.BatchNorm3d) and id(m) not in rotation]
@@ -180,17 +182,6 @@ def test_weak_probing_trains_norms_and_decoder_only(method):
 
 
 # -------------------------------------------------------------------------------------- config
-
-
-def _msd_folder(root: Path, names=("case_1.nii.gz",), labels=True) -> Path:
-    nibabel = pytest.importorskip("nibabel")
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    for name in names:
-        nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), root / "imagesTr" / name)
-        if labels:
-            nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), root / "labelsTr" / name)
-    return root
 
 
 @pytest.mark.parametrize("case", ["no_labels_folder", "no_pairs", "unlabelled", "empty"])
@@ -286,4 +277,4 @@ def test_cli_segmentation_end_to_end(tmp_path):
     md = (out / "results.md").read_text()
     assert "| method | protocol | mean Dice | Dice 1 | Dice 2 |" in md
     assert "| crossd | weak |" in md and "| center | weak |" in md
-    assert "computed on that 32x48x32 grid" in md
+    assert "computed on that 32x48x32 grid" in md and "partition_dataset" in md
