@@ -146,6 +146,10 @@ class TransferConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` should be a positive int, got {value!r}.")
+        for name in ("max_samples", "max_source_samples"):  # a one-sample training split trains zero steps
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 2):
+                raise ValueError(f"`{name}` should be None or an int >= 2 (one training sample trains no step), got {value!r}.")
         for kind in ("plain", "crossd"):
             path = getattr(self, f"{kind}_prior")
             if path is not None and not os.path.isfile(path):

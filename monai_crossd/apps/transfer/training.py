@@ -127,9 +127,14 @@ def fit(
     Returns:
         ``{"history": [{"epoch", "loss", "val", "seconds"}, ...]}``, plus ``"best_epoch"``, ``"val"`` and
         ``"test"`` (metrics of the best validation epoch's state) when ``task`` has a test split.
+
+    Raises:
+        ValueError: the training split has fewer than 2 samples (zero training steps).
     """
     opt = optimizer(params, lr=lr)
     train = task.datasets["train"]
+    if len(train) < 2:  # one sample: its batch is dropped (BatchNorm needs two) and nothing would train
+        raise ValueError(f"{label}: the training split has {len(train)} sample(s); at least 2 are needed to train a step.")
     loader = DataLoader(
         train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), drop_last=len(train) % batch_size == 1
     )

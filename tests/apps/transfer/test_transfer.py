@@ -141,6 +141,8 @@ MISSING = "no_such_file_7f3a.npz"  # relative: absent from any working directory
         ("source", []),  # no priors given: the 2D source is needed
         ("source", [MISSING]),
         ("crossd_rotation_init", "zeros"),
+        ("max_samples", 1),  # one training sample: zero steps, NaN results (was accepted, exit code 0)
+        ("max_source_samples", 1),
     ],
 )
 def test_config_check_names_the_field(target, tmp_path, name, value):
@@ -200,6 +202,13 @@ def test_cli_bad_argument_names_the_field(tmp_path, capsys):
         main(["transfer", "--target", str(tmp_path / "missing.npz")])
     assert exc.value.code == 2
     assert "`target`" in capsys.readouterr().err
+
+
+def test_cli_refuses_settings_that_train_zero_steps(target, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["transfer", "--target", str(target), "--max-samples", "1", "--methods", "scratch"])
+    assert exc.value.code == 2
+    assert "`max_samples` should be None or an int >= 2 (one training sample trains no step), got 1" in capsys.readouterr().err
 
 
 def test_cli_transfer_end_to_end(tmp_path):
