@@ -39,28 +39,25 @@ def test_half_precision_modules(name, dtype):
     assert error < {torch.float16: 5e-3, torch.bfloat16: 4e-2}[dtype], float(error)
 
 
-@pytest.mark.parametrize("name", list(LAYERS))
-def test_traced_at_batch_1_runs_at_batch_3(name):
-    layer, shape = _rotating(name), LAYERS[name][1]
+def _assert_traced_at_batch_1_is_exact_at_batch_3(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(layer, torch.randn(1, *shape))
+        traced = torch.jit.trace(model, torch.randn(1, *shape))
     x = torch.randn(3, *shape)
     with torch.no_grad():
-        torch.testing.assert_close(traced(x), layer(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_traced_at_batch_1_runs_at_batch_3(name):
+    _assert_traced_at_batch_1_is_exact_at_batch_3(_rotating(name), LAYERS[name][1])
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_traced_network_at_another_batch_size(spatial_dims):
     torch.manual_seed(0)
     net = crossd_resnet18(spatial_dims, 1, 3).eval()
-    shape = (1, *(16,) * spatial_dims)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(net, torch.randn(1, *shape))
-    x = torch.randn(3, *shape)
-    with torch.no_grad():
-        torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=1e-5)
+    _assert_traced_at_batch_1_is_exact_at_batch_3(net, (1, *(16,) * spatial_dims))
 
 
 def _onnx_outputs(model, shape, path, dynamo):
