@@ -151,7 +151,7 @@ the four series after reorientation and 1 mm resampling (top), and the network i
 model's input size, here the tiny demo model's 16³ (bottom)."""),
     nbf.v4.new_code_cell("""parser = ConfigParser()
 parser.read_config(str(brats / "inference.json"))
-parser.update({"input_dir": str(STUDY3), "ckpt_dir": str(WORK / "brats" / "models")})
+parser.update({"bundle_root": str(brats.parent), "input_dir": str(STUDY3), "ckpt_dir": str(WORK / "brats" / "models")})
 datalist, transforms = parser.get_parsed_content("datalist"), parser.get_parsed_content("preprocessing").transforms
 modalities = parser.get_parsed_content("modalities")
 names = [t.__class__.__name__ for t in transforms]

@@ -16,14 +16,54 @@ from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["atomic_open", "atomic_torch_save", "atomic_write_bytes"]
+__all__ = ["atomic_open", "atomic_path", "atomic_torch_save", "atomic_write_bytes"]
 
 FILE_MODE = 0o644  #: mode of every file written here (``mkstemp`` creates 0600 files)
 
 
+def _extension(path: Path) -> str:
+    """``.nii.gz`` for ``a.nii.gz``, ``.pt`` for ``b.pt``: what format-from-name writers (nibabel, ITK) look at."""
+    return "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".zst") else path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary file name for a writer that wants a name (nibabel, ITK), moved over ``path`` after the block.
+
+    The temporary name is in the folder of ``path`` (created), hidden, and ends with the extension of ``path``
+    (``.nii.gz``...), so writers that choose the format from the name write the same file. After the ``with`` block
+    the file is flushed to disk, given mode 0644 and renamed over ``path``; on any error it is removed and ``path``
+    is left as it was.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "mask.nii.gz")
+        >>> with atomic_path(path) as tmp:
+        ...     tmp.endswith(".nii.gz"), os.path.dirname(tmp) == os.path.dirname(path)
+        ...     _ = open(tmp, "wb").write(b"written by a library that wants a file name")
+        (True, True)
+        >>> os.listdir(os.path.dirname(path))
+        ['mask.nii.gz']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{_extension(path)}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file to write, which replaces ``path`` only when the ``with`` block completes.
+    """A binary file to write, which replaces ``path`` only when the ``with`` block completes (see :func:`atomic_path`).
 
     The parent folder is created. On any error (raised in the block or while flushing), the temporary file is removed
     and ``path`` is left as it was.
@@ -36,20 +76,8 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         >>> open(path, "rb").read()
         b'complete or absent'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> str:

@@ -133,9 +133,12 @@ def weak_probing(
         ValueError: if no final linear layer is found (see :func:`find_classifier`).
 
     Example:
+        >>> import torch
         >>> from monai_crossd.networks.nets import crossd_resnet18
         >>> net = crossd_resnet18(spatial_dims=3, in_channels=1, num_classes=2)
         >>> optimizer = torch.optim.Adam(weak_probing(net), lr=1e-3)
+        >>> [name for name, p in net.named_parameters() if p.requires_grad][-2:]
+        ['fc.weight', 'fc.bias']
     """
     _, head = find_classifier(model, classifier)
     skip = set() if include_rotation_norm else _rotation_modules(model)

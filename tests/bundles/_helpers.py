@@ -16,6 +16,16 @@ def run_workflow(config_file, workflow_type: str = "train", **override):
     return workflow
 
 
+#: overrides of a tiny hippocampus training run (2 real cases each for training and validation, channels 4..32)
+HIPPOCAMPUS_TINY = {
+    "channels": [4, 8, 16, 32],
+    "batch_size": 2,
+    "val_interval": 1,
+    "train_datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, @train_key, @data_dir)[:2]",
+    "val_datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, @val_key, @data_dir)[:2]",
+}
+
+
 def output_dirs(root: Path) -> dict:
     """Checkpoint, evaluation and TensorBoard folders of a bundle run under ``root``."""
     return {"ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), "log_dir": str(root / "runs")}

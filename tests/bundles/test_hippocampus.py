@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.bundles._helpers import HIPPOCAMPUS_TINY
 from tests.bundles._helpers import output_dirs as _dirs
 from tests.bundles._helpers import run_workflow as _workflow
 
@@ -26,14 +27,8 @@ BUNDLE = REPO / "bundles" / "crossd_hippocampus_segmentation"
 CONFIGS = BUNDLE / "configs"
 DATA = BUNDLE / "data"
 SCHEMA = REPO / "bundles" / "schema" / "meta_schema_crossd_20261129.json"
-CHANNELS = [4, 8, 16, 32]
-TINY = {
-    "channels": CHANNELS,
-    "batch_size": 2,
-    "val_interval": 1,
-    "train_datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, @train_key, @data_dir)[:2]",
-    "val_datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, @val_key, @data_dir)[:2]",
-}
+CHANNELS = HIPPOCAMPUS_TINY["channels"]
+TINY = HIPPOCAMPUS_TINY
 
 
 def _network():

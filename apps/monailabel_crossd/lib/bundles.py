@@ -154,6 +154,8 @@ def ensure_checkpoint(
     """
     import torch
 
+    from monai_crossd.apps.io import atomic_torch_save
+
     bundle = Path(bundle)
     ckpt = bundle / "models" / "model.pt"
     if ckpt.is_file():
@@ -167,8 +169,7 @@ def ensure_checkpoint(
     with torch.random.fork_rng():  # the same initial weights on every start: results reproducible until trained
         torch.manual_seed(0)
         net = parser.get_parsed_content("network_def", instantiate=True)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), ckpt)
+    atomic_torch_save(net.state_dict(), ckpt)  # a start killed while saving leaves no truncated model.pt
     logger.warning(
         "bundle %s has no trained checkpoint: wrote the initial weights of its network_def to %s; "
         "train it (POST /train/%s) before trusting its results.",

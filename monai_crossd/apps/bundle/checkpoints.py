@@ -6,7 +6,8 @@
   writes in place (``atomic=False``, because ignite's atomic files used to be mode 0600): with either, a run killed
   while saving can leave no best model or a truncated one.
 * :class:`BestCheckpointSaver` (evaluator): the network ``state_dict`` at the best key metric, ``models/model.pt``
-  in model-zoo style (what ``ckpt_export`` and ``CheckpointLoader`` expect).
+  in model-zoo style (what ``ckpt_export`` and ``CheckpointLoader`` expect), and with it ``models/model_config.json``
+  stamped with that file's SHA-256 (see :mod:`monai_crossd.apps.bundle.model_config`).
 * :class:`LastCheckpointSaver` (trainer): the full training state every epoch, ``models/last.pt``. Put the best saver
   in its ``save_dict`` so the best score resumes too.
 * :class:`CheckedCheckpointLoader`: MONAI's ``CheckpointLoader`` whose failures name the file and the missing,
@@ -30,6 +31,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader
 
+from monai_crossd.apps.bundle.model_config import write_model_config
 from monai_crossd.apps.io import atomic_torch_save
 from monai_crossd.converters.report import key_mismatch
 
@@ -75,6 +77,19 @@ class AtomicDiskSaver(DiskSaver):
         self._replaced.append(filename)
 
 
+class _PairedDiskSaver(AtomicDiskSaver):
+    """:class:`AtomicDiskSaver` that writes ``model_config`` stamped with each checkpoint it has just written."""
+
+    def __init__(self, dirname: str | os.PathLike, model_config: Mapping[str, Any], config_name: str) -> None:
+        super().__init__(dirname)
+        self.model_config, self.config_name = dict(model_config), config_name
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        if idist.get_rank() == self.save_on_rank:
+            write_model_config(self.dirname / self.config_name, self.model_config, self.dirname / filename)
+
+
 class BestCheckpointSaver(Checkpoint):
     """ignite's ``Checkpoint`` of the network at the evaluator's best key metric (attach to the evaluator).
 
@@ -84,6 +99,10 @@ class BestCheckpointSaver(Checkpoint):
         key_metric_name: metric to compare; the evaluator's key metric when ``None``.
         filename: checkpoint file name. Defaults to ``"model.pt"``.
         greater_or_equal: also save on ties (the later of equal scores wins). Defaults to ``False``.
+        model_config: settings inference rebuilds the model from; written to ``model_config_name`` beside the
+            checkpoint after every save, stamped with the checkpoint's SHA-256, so the two always come from the same
+            run (nothing is written before the first save). ``None`` writes no config. Defaults to ``None``.
+        model_config_name: file name of the model config. Defaults to ``"model_config.json"``.
 
     A NaN score saves nothing (with a warning). ``state_dict()`` / ``load_state_dict()`` carry the best score, so
     putting this object in the resume checkpoint keeps the comparison going across restarts.
@@ -99,11 +118,18 @@ class BestCheckpointSaver(Checkpoint):
         key_metric_name: str | None = None,
         filename: str = "model.pt",
         greater_or_equal: bool = False,
+        model_config: Mapping[str, Any] | None = None,
+        model_config_name: str = "model_config.json",
     ) -> None:
         self.key_metric_name = key_metric_name
+        saver = (
+            AtomicDiskSaver(save_dir)
+            if model_config is None
+            else _PairedDiskSaver(save_dir, model_config, model_config_name)
+        )
         super().__init__(
             {"model": network},
-            AtomicDiskSaver(save_dir),
+            saver,
             score_function=self.score,
             n_saved=1,
             filename_pattern=filename,

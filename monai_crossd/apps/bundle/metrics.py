@@ -34,7 +34,9 @@ def _labels(values: torch.Tensor | Sequence, name: str) -> torch.Tensor:
         return values.argmax(1).long()
     if values.ndim == 2 and values.shape[1] == 1 or values.ndim == 1:
         return values.reshape(-1).round().long()
-    raise ValueError(f"`{name}` should be class indices (N,) or (N, 1), or scores (N, C), got shape {tuple(values.shape)}.")
+    raise ValueError(
+        f"`{name}` should be class indices (N,) or (N, 1), or scores (N, C), got shape {tuple(values.shape)}."
+    )
 
 
 def accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequence) -> float:
@@ -53,11 +55,15 @@ def accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequence) -> flo
     """
     pred, true = _labels(y_pred, "y_pred"), _labels(y, "y")
     if pred.shape != true.shape:
-        raise ValueError(f"`y_pred` and `y` should hold the same number of cases, got {tuple(pred.shape)} and {tuple(true.shape)}.")
+        raise ValueError(
+            f"`y_pred` and `y` should hold the same number of cases, got {tuple(pred.shape)} and {tuple(true.shape)}."
+        )
     return float((pred == true).float().mean()) if true.numel() else float("nan")
 
 
-def balanced_accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequence, num_classes: int | None = None) -> float:
+def balanced_accuracy(
+    y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequence, num_classes: int | None = None
+) -> float:
     """Mean recall over the classes present in ``y``.
 
     Args:
@@ -74,7 +80,9 @@ def balanced_accuracy(y_pred: torch.Tensor | Sequence, y: torch.Tensor | Sequenc
     """
     pred, true = _labels(y_pred, "y_pred"), _labels(y, "y")
     if pred.shape != true.shape:
-        raise ValueError(f"`y_pred` and `y` should hold the same number of cases, got {tuple(pred.shape)} and {tuple(true.shape)}.")
+        raise ValueError(
+            f"`y_pred` and `y` should hold the same number of cases, got {tuple(pred.shape)} and {tuple(true.shape)}."
+        )
     if true.numel() == 0:
         return float("nan")
     n = int(num_classes) if num_classes is not None else int(max(pred.max(), true.max())) + 1
@@ -168,7 +176,9 @@ class PerClassMetrics:
     def __call__(self, engine: Any) -> None:
         metrics = engine.state.metrics
         if self.metric_name not in metrics:
-            raise ValueError(f"PerClassMetrics: metric {self.metric_name!r} not in the evaluator metrics {sorted(metrics)}.")
+            raise ValueError(
+                f"PerClassMetrics: metric {self.metric_name!r} not in the evaluator metrics {sorted(metrics)}."
+            )
         values = torch.as_tensor(metrics[self.metric_name]).detach().cpu().float().reshape(-1)
         if values.numel() != len(self.class_names):
             raise ValueError(

@@ -1,5 +1,9 @@
 """Evaluator outputs of the monai_crossd bundles, written atomically by the main process.
 
+* :class:`AtomicNibabelWriter`: MONAI's ``NibabelWriter`` writing through a temporary file and a rename (for
+  ``SaveImaged(writer=...)``): a mask is complete or absent, never half-written, and replaces an earlier one only
+  once it is complete.
+
 * :class:`MetricsHistoryWriter`: every validation's scalar metrics and the best so far, as JSON (MONAI's
   ``MetricsSaver`` writes one evaluation's metrics, not their history across training).
 * :class:`ClassificationWriter`: per-case class probabilities as CSV and JSON. MONAI's ``ClassificationSaver`` is
@@ -23,11 +27,12 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from monai.data import NibabelWriter
 
 from monai_crossd.apps.bundle.training import write_json
-from monai_crossd.apps.io import atomic_write_bytes
+from monai_crossd.apps.io import atomic_path, atomic_write_bytes
 
-__all__ = ["ClassificationWriter", "MetricsHistoryWriter"]
+__all__ = ["AtomicNibabelWriter", "ClassificationWriter", "MetricsHistoryWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,21 @@ def _scalar(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` that writes to a temporary file in the target folder and renames it over the target.
+
+    See :func:`monai_crossd.apps.io.atomic_path` (``fsync``, mode 0644, ``os.replace``). Use as
+    ``SaveImaged(..., writer="monai_crossd.apps.bundle.AtomicNibabelWriter")``.
+    """
+
+    def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
+        """Write the image set by ``set_data_array``/``set_metadata`` to ``filename`` atomically."""
+        with atomic_path(filename) as tmp:
+            super().write(tmp, verbose=False, **obj_kwargs)
+        if verbose:
+            logger.info("writing: %s", filename)
 
 
 class MetricsHistoryWriter:
@@ -84,7 +104,8 @@ class ClassificationWriter:
     are each case's ``pred`` of the decollated output (MONAI's engines decollate by default; apply
     ``Activationsd(softmax=True)`` in the postprocessing) and ``pred`` is their argmax. A one-hot label is stored as
     its class index. ``<filename>.csv`` and ``<filename>.json`` (``{**extra, "class_names", "predictions"}``) are
-    written when the evaluation completes.
+    written when the evaluation completes (each replaced atomically); an evaluation without a single prediction
+    (every case failed) removes those of an earlier run instead of leaving them looking current.
 
     Args:
         output_dir: folder of the files (created).
@@ -140,9 +161,15 @@ class ClassificationWriter:
             self.rows.append(row)
 
     def _write(self, engine: Engine) -> None:
-        if idist.get_rank() != 0 or not self.rows:
+        if idist.get_rank() != 0:
             return
         base = os.path.join(self.output_dir, self.filename)
+        if not self.rows:
+            for stale in (base + ".csv", base + ".json"):
+                if os.path.isfile(stale):
+                    os.unlink(stale)
+                    logger.warning("no predictions: removed %s of an earlier run.", stale)
+            return
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=list(self.rows[0]))
         writer.writeheader()

@@ -24,6 +24,15 @@ from .medmnist import (
     write_medmnist_subset,
 )
 from .nifti_pairs import NIFTI_EXTENSIONS, paired_nifti_datalist
+from .sanity import (
+    CheckInputd,
+    CheckLabelsd,
+    air_fraction,
+    dicom_tags,
+    overlap_fraction,
+    read_input_format,
+    world_bounds,
+)
 from .sitk_reader import SIMPLEITK_SUFFIXES, SimpleITKReader
 from .split import split_datalist
 
@@ -32,7 +41,14 @@ __all__ = [
     "SIMPLEITK_SUFFIXES",
     "SimpleITKReader",
     "CheckFinited",
+    "CheckInputd",
+    "CheckLabelsd",
+    "air_fraction",
     "check_datalist",
+    "dicom_tags",
+    "overlap_fraction",
+    "read_input_format",
+    "world_bounds",
     "check_dicom_series",
     "NIFTI_EXTENSIONS",
     "paired_nifti_datalist",

@@ -37,10 +37,15 @@ __all__ = ["CheckFinited", "CheckedLoadImaged", "check_datalist"]
 logger = logging.getLogger(__name__)
 
 
-def _source(value: Any, data: Mapping, key: Hashable) -> str:
-    """The file a loaded value came from (MetaTensor meta or the ``<key>_meta_dict``), or ``"<unknown file>"``."""
+def _meta(value: Any, data: Mapping, key: Hashable) -> Mapping:
+    """The metadata of a loaded value (MetaTensor meta or the ``<key>_meta_dict``), or ``{}``."""
     meta = getattr(value, "meta", None) or data.get(f"{key}_meta_dict") or {}
-    name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _source(value: Any, data: Mapping, key: Hashable) -> str:
+    """The file a loaded value came from (see ``_meta``), or ``"<unknown file>"``."""
+    name = _meta(value, data, key).get("filename_or_obj")
     return str(name) if name else "<unknown file>"
 
 

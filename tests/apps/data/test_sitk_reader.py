@@ -7,6 +7,7 @@ TCIA brain tumour DICOM series), read through ``LoadImage`` with their defaults.
 from __future__ import annotations
 
 import gzip
+import locale
 import logging
 import re
 import shutil
@@ -42,8 +43,20 @@ def _series(shared_data: Path, name: str = SERIES[0]) -> Path:
 
 
 def _jpeg2000_copy(src: Path, dst: Path) -> Path:
-    """``src`` rewritten slice by slice by GDCM in JPEG 2000 (lossless), tags and UIDs kept."""
+    """``src`` rewritten slice by slice by GDCM in JPEG 2000 (lossless), tags and UIDs kept.
+
+    GDCM's writer sets the process locale to "C" (measured: later ``subprocess.run(text=True)`` calls then decode as
+    ASCII); the locale is restored afterwards."""
     dst.mkdir(parents=True)
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_jpeg2000(src, dst)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+    return dst
+
+
+def _write_jpeg2000(src: Path, dst: Path) -> None:
     for path in sorted(src.iterdir()):
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -55,7 +68,6 @@ def _jpeg2000_copy(src: Path, dst: Path) -> Path:
         writer.UseCompressionOn()
         writer.SetFileName(str(dst / path.name))
         writer.Execute(reader.Execute())
-    return dst
 
 
 @pytest.fixture
