@@ -364,9 +364,11 @@ def load_pretrained_2d(
     Example:
         >>> import torchvision
         >>> from monai_crossd.networks.nets import crossd_resnet18
-        >>> torch.save(torchvision.models.resnet18().state_dict(), "r18.pth")
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "r18.pth")
+        >>> torch.save(torchvision.models.resnet18().state_dict(), path)
         >>> net = crossd_resnet18(spatial_dims=3, in_channels=1, num_classes=2)
-        >>> report = load_pretrained_2d(net, "r18.pth")
+        >>> report = load_pretrained_2d(net, path)
         >>> report.family, report.detected, report.missing_keys
         ('torchvision', True, [])
         >>> sorted(report.initialised)[:2]
