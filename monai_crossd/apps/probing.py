@@ -29,8 +29,9 @@ import logging
 import torch.nn as nn
 
 from monai_crossd.networks.blocks.crossd_conv import RotationNetwork
+from monai_crossd.utils import look_up
 
-__all__ = ["NORM_TYPES", "find_classifier", "full_finetuning", "linear_probing", "weak_probing"]
+__all__ = ["NORM_TYPES", "PROTOCOLS", "find_classifier", "full_finetuning", "linear_probing", "protocol_parameters", "weak_probing"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,3 +182,30 @@ def full_finetuning(model: nn.Module) -> list[nn.Parameter]:
     """
     _check_model(model)
     return _train_only(model, {id(p) for p in model.parameters()}, "full fine-tuning")
+
+
+#: transfer protocol -> the function that sets ``requires_grad`` and returns the parameters to train
+PROTOCOLS = {"weak_probing": weak_probing, "linear_probing": linear_probing, "full": full_finetuning}
+
+
+def protocol_parameters(model: nn.Module, protocol: str, classifier: str | None = None) -> list[nn.Parameter]:
+    """The parameters to train under ``protocol`` (one of :data:`PROTOCOLS`), ``requires_grad`` set accordingly.
+
+    Args:
+        model: the network; modified in place.
+        protocol: ``"weak_probing"``, ``"linear_probing"`` or ``"full"``.
+        classifier: dotted path of the final layer for the probing protocols (see :func:`find_classifier`).
+
+    Raises:
+        ValueError: an unknown ``protocol`` (with a "did you mean").
+
+    Example:
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 3))
+        >>> len(protocol_parameters(model, "linear_probing")), len(protocol_parameters(model, "full"))
+        (2, 6)
+    """
+    protocol = look_up(protocol, tuple(PROTOCOLS), "protocol")
+    if protocol == "full":
+        return full_finetuning(model)
+    return PROTOCOLS[protocol](model, classifier)

@@ -21,8 +21,8 @@ __all__ = ["FINETUNE_MODES", "EpochSeed", "read_json", "trainable_parameters", "
 
 logger = logging.getLogger(__name__)
 
-#: ``finetune`` value -> function of :mod:`monai_crossd.apps.probing` returning the parameters to train
-FINETUNE_MODES = {"weak_probing": "weak_probing", "linear_probing": "linear_probing", "full": "full_finetuning"}
+#: ``finetune`` values: the transfer protocols of :mod:`monai_crossd.apps.probing`
+FINETUNE_MODES = tuple(probing.PROTOCOLS)
 
 
 def trainable_parameters(network: nn.Module, finetune: str = "full") -> list[nn.Parameter]:
@@ -36,8 +36,8 @@ def trainable_parameters(network: nn.Module, finetune: str = "full") -> list[nn.
     Raises:
         ValueError: unknown ``finetune`` (with a "did you mean").
     """
-    finetune = look_up(finetune, tuple(FINETUNE_MODES), "finetune")
-    params = getattr(probing, FINETUNE_MODES[finetune])(network)
+    finetune = look_up(finetune, FINETUNE_MODES, "finetune")
+    params = probing.protocol_parameters(network, finetune)
     logger.info(
         "finetune=%s: %d of %d parameters train.",
         finetune,

@@ -15,7 +15,7 @@ hippocampus):
   for hippocampus, which keeps 99.97 % of its foreground voxels).
 - **Network** (:class:`SegmentationNet`): the 3D ResNet18 each transfer method builds is the encoder (features after
   the stem and after ``layer1`` .. ``layer4``); a small UNet-style decoder of MONAI ``Convolution`` blocks trains
-  from scratch. Weak probing (:data:`PROTOCOLS`) trains the encoder's norms and the decoder.
+  from scratch. Weak probing (classifier :data:`CLASSIFIER`) trains the encoder's norms and the decoder.
 - **Metric**: MONAI's ``MeanDice`` of the argmax prediction on the preprocessed grid, per foreground class (mean over
   cases) and ``mean_dice`` (mean over each case's classes, then over cases; it picks the epoch); a class absent from a
   case's label is left out of that case (MONAI's ``ignore_empty``).
@@ -23,7 +23,6 @@ hippocampus):
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Sequence
@@ -49,11 +48,10 @@ from monai_crossd.apps.bundle.metrics import PerClassMetrics
 from monai_crossd.apps.data.checks import CheckedLoadImaged
 from monai_crossd.apps.data.nifti_pairs import paired_nifti_datalist
 from monai_crossd.apps.data.split import split_datalist
-from monai_crossd.apps.probing import full_finetuning, weak_probing
 from monai_crossd.apps.transfer.training import Task
 
 __all__ = [
-    "PROTOCOLS",
+    "CLASSIFIER",
     "SPLIT_RATIOS",
     "SPLIT_SEED",
     "SegmentationNet",
@@ -65,8 +63,8 @@ __all__ = [
 
 #: train/val/test shares of the cases and the seed of their split.
 SPLIT_RATIOS, SPLIT_SEED = (0.6, 0.2, 0.2), 0
-#: protocol -> the parameters it trains: weak probing trains the encoder's norms and the decoder with its head.
-PROTOCOLS = {"weak": functools.partial(weak_probing, classifier="decoder"), "full": full_finetuning}
+#: the "classifier" of the probing protocols: weak probing trains the encoder's norms and the decoder with its head
+CLASSIFIER = "decoder"
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from monai_crossd.apps.data.nifti_pairs import paired_nifti_datalist
 from monai_crossd.apps.io import atomic_open, atomic_torch_save, atomic_write_bytes
-from monai_crossd.apps.probing import full_finetuning, weak_probing
+from monai_crossd.apps.probing import protocol_parameters
 from monai_crossd.apps.transfer import segmentation
 from monai_crossd.apps.transfer.classification import classification_task
 from monai_crossd.apps.transfer.training import fit
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("crossd", "crossd-authors", "acs", "i3d", "center", "scratch")
 PROTOCOLS = ("weak", "full")
-_PROTOCOL_FN = {"weak": weak_probing, "full": full_finetuning}
+_PROTOCOL = {"weak": "weak_probing", "full": "full"}  #: the study's short names of the probing protocols
 
 
 def target_kind(target: str | os.PathLike) -> str:
@@ -338,9 +338,10 @@ def run_transfer(cfg: TransferConfig) -> dict:
     started = time.time()
     priors, prior_report = _priors(cfg, device, out)
     if target_kind(cfg.target) == "classification":
-        task, protocols = classification_task(cfg.target, cfg.max_samples), _PROTOCOL_FN
+        task, classifier = classification_task(cfg.target, cfg.max_samples), None
     else:
-        task, protocols = segmentation.segmentation_task(cfg.target, cfg.seg_size, cfg.max_samples), segmentation.PROTOCOLS
+        task = segmentation.segmentation_task(cfg.target, cfg.seg_size, cfg.max_samples)
+        classifier = segmentation.CLASSIFIER
 
     def build(method: str, seed: int) -> nn.Module:
         if task.report["kind"] == "classification":
@@ -358,7 +359,7 @@ def run_transfer(cfg: TransferConfig) -> dict:
                 set_determinism(seed=seed)
                 model = build(method, seed).to(device)
                 lr = cfg.lr_weak if protocol == "weak" else cfg.lr_full
-                result = fit(model, protocols[protocol](model), task, cfg.epochs, lr, cfg.batch_size, device, seed, label)
+                result = fit(model, protocol_parameters(model, _PROTOCOL[protocol], classifier), task, cfg.epochs, lr, cfg.batch_size, device, seed, label)
                 runs.append({"method": method, "protocol": protocol, "seed": seed, **result})
     summary = _summary(runs, task.columns)
     results = {

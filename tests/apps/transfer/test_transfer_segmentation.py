@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from monai_crossd.apps.probing import protocol_parameters
 from monai_crossd.apps.transfer import SegmentationNet, TransferConfig, target_kind
 from monai_crossd.apps.transfer.__main__ import main
-from monai_crossd.apps.transfer.segmentation import PROTOCOLS, class_names, default_size, segmentation_task
+from monai_crossd.apps.transfer.segmentation import CLASSIFIER, class_names, default_size, segmentation_task
 from monai_crossd.apps.transfer.study import _build_3d, _plain_resnet18
 from monai_crossd.networks.blocks import RotationNetwork
 from monai_crossd.networks.nets import CrossDResNet, crossd_resnet18
@@ -160,7 +161,7 @@ def test_weak_probing_trains_norms_and_decoder_only(method):
     from monai.losses import DiceCELoss
 
     net = SegmentationNet(_build_3d(method, _tiny_priors(), 1, 0), 3)
-    params = PROTOCOLS["weak"](net)
+    params = protocol_parameters(net, "weak_probing", CLASSIFIER)
     rotation = {id(m) for r in net.modules() if isinstance(r, RotationNetwork) for m in r.modules()}
     assert bool(rotation) == (method == "crossd")
     norms = [m for m in net.encoder.modules() if isinstance(m, torch.nn.BatchNorm3d) and id(m) not in rotation]
