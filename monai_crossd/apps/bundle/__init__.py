@@ -5,7 +5,15 @@ Files are written through :mod:`monai_crossd.apps.io` (atomic, mode 0644).
 
 from __future__ import annotations
 
-from .cases import FAILED_KEY, CaseDataset, CaseFailures, check_output_dir, collate_cases, output_file
+from .cases import (
+    FAILED_KEY,
+    CaseDataset,
+    CaseFailures,
+    check_output_dir,
+    collate_cases,
+    output_file,
+    tolerant_datalist,
+)
 from .checkpoints import (
     AtomicDiskSaver,
     BestCheckpointSaver,
@@ -55,6 +63,7 @@ __all__ = [
     "read_model_config",
     "should_resume",
     "state_dict_mismatch",
+    "tolerant_datalist",
     "trainable_parameters",
     "with_pretrained_2d",
     "write_json",

@@ -1,8 +1,10 @@
 """Batch inference that goes on past a bad case, on MONAI's ``SupervisedEvaluator``.
 
 One unreadable or corrupt input should not stop the other cases of a batch, nor leave an earlier output of the bad
-case behind looking current. Three pieces, wired in a bundle's ``inference.json``:
+case behind looking current. The pieces, wired in a bundle's ``inference.json``:
 
+* :func:`tolerant_datalist` builds a datalist input by input (e.g. one study folder after another): an input that
+  cannot be listed (a study without a FLAIR series) becomes a failure record instead of stopping the run.
 * :class:`CaseDataset` wraps the dataset: a case whose preprocessing raises becomes a failure record (file, reason)
   instead of an exception in the data loader; :func:`collate_cases` (the ``DataLoader``'s ``collate_fn``) moves the
   failure records of a batch aside under :data:`FAILED_KEY`.
@@ -10,7 +12,9 @@ case behind looking current. Three pieces, wired in a bundle's ``inference.json`
   cases of the batch, catching what fails in the network or the postprocessing, saving included) and a handler
   (in ``val_handlers``) that, when the run completes, logs a table of the failed cases and raises
   :class:`~monai_crossd.apps.bundle.errors.FailedCasesError`. The previous output of every failed case is removed,
-  so no output is older than the run.
+  so no output is older than the run. Where the run writes one file for all cases (``ClassificationWriter``'s
+  ``predictions.csv``/``.json``), that file is the previous output of the failed cases: it is replaced atomically
+  with the rows of the good cases, so no row of a failed case from an earlier run remains.
 * :func:`check_output_dir` refuses an output folder whose files would be read back as inputs.
 """
 
@@ -29,7 +33,15 @@ from torch.utils.data import Dataset
 
 from monai_crossd.apps.bundle.errors import FailedCasesError, error_message
 
-__all__ = ["FAILED_KEY", "CaseDataset", "CaseFailures", "check_output_dir", "collate_cases", "output_file"]
+__all__ = [
+    "FAILED_KEY",
+    "CaseDataset",
+    "CaseFailures",
+    "check_output_dir",
+    "collate_cases",
+    "output_file",
+    "tolerant_datalist",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +56,26 @@ def _case_name(item: Any, key: str, default: str) -> str:
     return str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, default))
 
 
+def tolerant_datalist(make: Callable[[str], list[dict]], inputs: Sequence[str | os.PathLike]) -> list[dict]:
+    """The datalists ``make(input)`` of all ``inputs``, joined; an input ``make`` raises on becomes a failure record.
+
+    Args:
+        make: input -> its datalist, e.g. ``functools.partial(monai_crossd.apps.data.study_datalist, modalities=...)``.
+        inputs: the inputs, e.g. the study folders of a batch.
+
+    Returns:
+        the items of the good inputs and ``{FAILED_KEY: [(input, reason)]}`` for each other, in input order;
+        :class:`CaseDataset` passes the records through, :class:`CaseFailures` reports them.
+    """
+    items: list[dict] = []
+    for path in inputs:
+        try:
+            items.extend(make(str(path)))
+        except Exception as err:  # noqa: BLE001 - recorded, reported when the run completes
+            items.append({FAILED_KEY: [(str(path), error_message(err))]})
+    return items
+
+
 class CaseDataset(Dataset):
     """A dataset whose cases that fail to load or preprocess come out as failure records, not exceptions.
 
@@ -52,7 +84,9 @@ class CaseDataset(Dataset):
         key: key of the case's input file in the data dicts. Defaults to ``"image"``.
 
     A failed case is ``{FAILED_KEY: [(case, reason)]}``, where ``reason`` is the line of
-    :func:`~monai_crossd.apps.bundle.errors.error_message` (``ValueError: could not read key 'image' file ...``).
+    :func:`~monai_crossd.apps.bundle.errors.error_message` (``ValueError: could not read key 'image' file ...``);
+    ``case`` is the item's ``key`` value when it is a string (a file, or a case id), else the file name in the meta
+    data of that key. Failure records of the datalist itself (:func:`tolerant_datalist`) come out as they are.
     """
 
     def __init__(self, dataset: Any, key: str = "image") -> None:
@@ -62,10 +96,12 @@ class CaseDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
+        data = getattr(self.dataset, "data", None)
+        if data is not None and isinstance(data[index], dict) and FAILED_KEY in data[index]:
+            return data[index]
         try:
             return self.dataset[index]
         except Exception as err:  # noqa: BLE001 - recorded, reported when the run completes
-            data = getattr(self.dataset, "data", None)
             case = _case_name(data[index], self.key, f"case {index}") if data is not None else f"case {index}"
             return {FAILED_KEY: [(case, error_message(err))]}
 
@@ -99,7 +135,8 @@ class CaseFailures:
         outputs: case -> the files the run writes for it (e.g. ``functools.partial(output_file, output_dir)``);
             those of a failed case are removed. ``None`` removes nothing (outputs rewritten as a whole, such as
             ``predictions.csv``, hold the good cases only). Defaults to ``None``.
-        key: key of the case's input image in the batch. Defaults to ``"image"``.
+        key: key naming the cases in the batch: a list of names (``"case_id"``) or an image whose meta data holds
+            the file names. Defaults to ``"image"``.
 
     Raises:
         FailedCasesError: (when the run completes) some cases failed; the message names them and their reasons.
@@ -139,8 +176,12 @@ class CaseFailures:
         return output
 
     def _names(self, batch: Any) -> list[str]:
-        image = batch.get(self.key) if isinstance(batch, dict) else None
-        files = (getattr(image, "meta", None) or {}).get(ImageMetaKey.FILENAME_OR_OBJ)
+        value = batch.get(self.key) if isinstance(batch, dict) else None
+        files = (
+            value
+            if isinstance(value, (list, tuple))
+            else (getattr(value, "meta", None) or {}).get(ImageMetaKey.FILENAME_OR_OBJ)
+        )
         if isinstance(files, (list, tuple)):
             return [str(f) for f in files]
         return [str(files)] if files is not None else ["<batch without file names>"]
@@ -167,8 +208,8 @@ class CaseFailures:
         logger.error("failed cases (nothing written for them):\n  %-*s  reason\n%s", width, "case", table)
         names = ", ".join(Path(case).name for case, _ in self.failed)
         raise FailedCasesError(
-            f"{len(self.failed)} of {len(self.failed) + self.done} cases failed, nothing written for them (their "
-            f"earlier outputs removed; the other cases were written): {names}; see the table above for why."
+            f"{len(self.failed)} of {len(self.failed) + self.done} cases failed, nothing written for them (no earlier "
+            f"output of theirs left; the other cases were written): {names}; see the table above for why."
         )
 
 

@@ -29,6 +29,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import NibabelWriter
 
+from monai_crossd.apps.bundle.cases import CaseFailures
 from monai_crossd.apps.bundle.training import write_json
 from monai_crossd.apps.io import atomic_path, atomic_write_bytes
 
@@ -107,6 +108,10 @@ class ClassificationWriter:
     written when the evaluation completes (each replaced atomically); an evaluation without a single prediction
     (every case failed) removes those of an earlier run instead of leaving them looking current.
 
+    With ``failures`` (the run's :class:`~monai_crossd.apps.bundle.CaseFailures`), a failed case gets no row: the files
+    hold the good cases only (no row of an earlier run survives the atomic replacement) and the JSON lists the failed
+    ones as ``"failed_cases": [{"case_id", "reason"}]``; ``CaseFailures`` then ends the run with its table and error.
+
     Args:
         output_dir: folder of the files (created).
         filename: base name of the files. Defaults to ``"predictions"``.
@@ -115,6 +120,8 @@ class ClassificationWriter:
         label_key: key of the labels in the batch, stored when present. Defaults to ``"label"``.
         pred_key: key of the probabilities in the output. Defaults to ``"pred"``.
         extra: constant fields stored at the top level of the JSON.
+        failures: the ``CaseFailures`` of the evaluator, whose failed cases are listed in the JSON. Defaults to
+            ``None`` (no ``failed_cases`` field).
 
     Raises:
         TypeError: (when collecting) the engine's output is not decollated (a list of per-case dicts).
@@ -129,12 +136,14 @@ class ClassificationWriter:
         label_key: str = "label",
         pred_key: str = "pred",
         extra: Mapping[str, Any] | None = None,
+        failures: CaseFailures | None = None,
     ) -> None:
         self.output_dir = str(output_dir)
         self.filename = filename
         self.class_names = list(class_names) if class_names is not None else None
         self.id_key, self.label_key, self.pred_key = id_key, label_key, pred_key
         self.extra = dict(extra or {})
+        self.failures = failures
         self.rows: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -175,5 +184,8 @@ class ClassificationWriter:
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_bytes(text.getvalue().encode(), base + ".csv")
-        write_json(base + ".json", {**self.extra, "class_names": self.class_names, "predictions": self.rows})
+        result = {**self.extra, "class_names": self.class_names, "predictions": self.rows}
+        if self.failures is not None:
+            result["failed_cases"] = [{"case_id": case, "reason": reason} for case, reason in self.failures.failed]
+        write_json(base + ".json", result)
         logger.info("wrote %d predictions to %s.{csv,json}", len(self.rows), base)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -78,7 +79,11 @@ def load_medmnist(path: PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"MedMNIST file {path!r} does not exist.")
-    with np.load(path) as data:
+    try:
+        archive = np.load(path)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"MedMNIST file {path!r} could not be read (truncated or corrupt?): {err}") from err
+    with archive as data:
         keys = (f"{split}_images", f"{split}_labels")
         missing = [k for k in keys if k not in data.files]
         if missing:
