@@ -19,14 +19,13 @@ import logging
 import os
 from collections.abc import Sequence
 
-from monai_crossd.apps.data.split import split_datalist
+from monai_crossd.apps.data.split import check_train_val, train_val_part
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder_classes", "image_folder_datalist", "scan_image_folder"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-SPLITS = ("train", "val", "all")
 _DEPTH = 4  # modality / region / class / file
 
 
@@ -100,10 +99,7 @@ def image_folder_datalist(
     Returns:
         ``[{"image": path, "label": int, "class_name": str}, ...]``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"`split` should be one of {SPLITS}, got {split!r}.")
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"`val_fraction` should be in [0, 1), got {val_fraction!r}.")
+    check_train_val(split, val_fraction)
     if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
         raise ValueError(f"`max_per_class` should be a positive int or None, got {max_per_class!r}.")
     found = scan_image_folder(root, extensions)
@@ -116,11 +112,7 @@ def image_folder_datalist(
         )
     index = {name: i for i, name in enumerate(classes)}
     items = [{"image": f, "label": index[name], "class_name": name} for name, files in found.items() for f in files]
-    if split != "all" and val_fraction > 0:
-        train, val = split_datalist(items, (1 - val_fraction, val_fraction), seed, label_key="label")
-        items = train if split == "train" else val
-    elif split == "val":
-        items = []
+    items = train_val_part(items, split, val_fraction, seed, label_key="label")
     if max_per_class is not None:
         by_class: dict[int, list[dict]] = {}
         for item in items:

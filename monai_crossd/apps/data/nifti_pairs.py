@@ -18,14 +18,13 @@ import logging
 import os
 from collections.abc import Sequence
 
-from monai_crossd.apps.data.split import split_datalist
+from monai_crossd.apps.data.split import check_train_val, train_val_part
 
 __all__ = ["NIFTI_EXTENSIONS", "paired_nifti_datalist"]
 
 logger = logging.getLogger(__name__)
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-_SPLITS = ("train", "val", "all")
 
 
 def paired_nifti_datalist(
@@ -61,10 +60,7 @@ def paired_nifti_datalist(
     Raises:
         ValueError: for a missing folder, an image without its label, no cases, or a bad argument.
     """
-    if split not in _SPLITS:
-        raise ValueError(f"`split` should be one of {_SPLITS}, got {split!r}.")
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"`val_fraction` should be in [0, 1), got {val_fraction!r}.")
+    check_train_val(split, val_fraction)
     if max_cases is not None and (not isinstance(max_cases, int) or max_cases < 1):
         raise ValueError(f"`max_cases` should be a positive int or None, got {max_cases!r}.")
     image_dir, label_dir = os.path.join(data_dir, images), os.path.join(data_dir, labels)
@@ -85,10 +81,7 @@ def paired_nifti_datalist(
         )
     if not names:
         raise ValueError(f"No {NIFTI_EXTENSIONS} images in {image_dir!r} (after excluding {len(skip)} names).")
-    chosen = names
-    if split != "all":
-        train, val = split_datalist(names, (1 - val_fraction, val_fraction), seed) if val_fraction else (names, [])
-        chosen = train if split == "train" else val
+    chosen = train_val_part(names, split, val_fraction, seed)
     items = [{"image": os.path.join(image_dir, f), "label": os.path.join(label_dir, f)} for f in chosen[:max_cases]]
     logger.info("NIfTI pairs %s[%s]: %d of %d cases (%d excluded).", os.fspath(data_dir), split, len(items), len(names), len(skip))
     return items

@@ -7,7 +7,11 @@ from typing import TypeVar
 
 from monai.data import partition_dataset, partition_dataset_classes
 
-__all__ = ["split_datalist"]
+from monai_crossd.utils import look_up
+
+__all__ = ["SPLITS", "check_train_val", "split_datalist", "train_val_part"]
+
+SPLITS = ("train", "val", "all")  #: the parts :func:`train_val_part` returns
 
 T = TypeVar("T")
 
@@ -55,3 +59,37 @@ def split_datalist(
     if 0 in sizes:
         raise ValueError(f"splitting {len(datalist)} items by `ratios`={tuple(ratios)} leaves an empty part {sizes}.")
     return [[datalist[i] for i in sorted(p)] for p in parts]
+
+
+def check_train_val(split: str, val_fraction: float) -> str:
+    """``split`` (one of :data:`SPLITS`) after checking it and ``val_fraction`` (in ``[0, 1)``), before any file is read.
+
+    Raises:
+        ValueError: naming ``split`` or ``val_fraction``.
+    """
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"`val_fraction` should be in [0, 1), got {val_fraction!r}.")
+    return look_up(split, SPLITS, "split")
+
+
+def train_val_part(
+    items: Sequence[T], split: str, val_fraction: float, seed: int = 0, label_key: Hashable | None = None
+) -> list[T]:
+    """One part of a train/validation split of ``items``: ``"train"``, ``"val"`` or ``"all"`` (every item).
+
+    The parts come from :func:`split_datalist` with ratios ``(1 - val_fraction, val_fraction)``; with
+    ``val_fraction=0`` every item is ``"train"`` and ``"val"`` is empty.
+
+    Raises:
+        ValueError: ``split`` is not one of :data:`SPLITS`, or ``val_fraction`` is outside ``[0, 1)``.
+
+    Example:
+        >>> train_val_part(list(range(10)), "val", 0.2)
+        [0, 5]
+    """
+    if check_train_val(split, val_fraction) == "all":
+        return list(items)
+    if not val_fraction:
+        return list(items) if split == "train" else []
+    train, val = split_datalist(items, (1 - val_fraction, val_fraction), seed, label_key)
+    return train if split == "train" else val
