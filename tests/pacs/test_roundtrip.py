@@ -1,0 +1,70 @@
+"""Results back into the PACS: a SEG and an SR stored over STOW-RS, found over QIDO-RS, read back over WADO-RS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from monai_crossd.apps.dicom import read_dicom_seg, read_dicom_sr, write_dicom_seg, write_dicom_sr
+from tests.apps.dicom.cases import dicom_files, hippocampus_label, hippocampus_segment_names
+
+pytest.importorskip("dicomweb_client")
+pytest.importorskip("highdicom")
+
+
+def _value(item: dict, tag: str):
+    return item[tag]["Value"][0]
+
+
+def _store_and_find(client, path, study: str, modality: str) -> pydicom.Dataset:
+    """STOW-RS ``path``, find its series by QIDO-RS (study + modality), retrieve it by WADO-RS."""
+    written = pydicom.dcmread(path)
+    client.store_instances([written])
+    series = client.search_for_series(study_instance_uid=study, search_filters={"Modality": modality})
+    assert [_value(s, "0020000E") for s in series] == [written.SeriesInstanceUID]
+    (retrieved,) = client.retrieve_series(study, written.SeriesInstanceUID)
+    assert retrieved.SOPInstanceUID == written.SOPInstanceUID
+    return retrieved
+
+
+def test_seg_roundtrip(orthanc, hippocampus_series, tmp_path):
+    client = orthanc.dicomweb_client()
+    first = pydicom.dcmread(dicom_files(hippocampus_series)[0], stop_before_pixels=True)
+    study, series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+    source = client.retrieve_series(study, series)  # the grid, as a DICOMweb application sees it
+    label, _ = hippocampus_label(hippocampus_series)
+    path = write_dicom_seg(label, source, hippocampus_segment_names(), tmp_path / "seg.dcm", bundle_name="crossd_hippocampus_segmentation")
+    seg = _store_and_find(client, path, study, "SEG")
+    back, names = read_dicom_seg(seg, source)
+    np.testing.assert_array_equal(back, label.numpy())
+    assert names == {1: "anterior", 2: "posterior"}
+    assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == (
+        "monai_crossd crossd_hippocampus_segmentation"
+    )
+    assert (seg.Rows, seg.Columns, seg.FrameOfReferenceUID) == (first.Rows, first.Columns, first.FrameOfReferenceUID)
+    positions = {str(ds.SOPInstanceUID): ds.ImagePositionPatient for ds in source}
+    for group in seg.PerFrameFunctionalGroupsSequence:  # each frame sits where its source slice sits
+        sop = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        np.testing.assert_allclose(group.PlanePositionSequence[0].ImagePositionPatient, positions[sop])
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, first.PixelSpacing)
+    np.testing.assert_allclose(shared.PlaneOrientationSequence[0].ImageOrientationPatient, first.ImageOrientationPatient)
+    (referenced,) = seg.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == series
+    assert {str(i.ReferencedSOPInstanceUID) for i in referenced.ReferencedInstanceSequence} == set(positions)
+
+
+def test_sr_roundtrip(orthanc, brain_study_series, tmp_path):
+    client = orthanc.dicomweb_client()
+    study = str(pydicom.dcmread(dicom_files(brain_study_series[0])[0], stop_before_pixels=True).StudyInstanceUID)
+    files = [p for folder in brain_study_series for p in dicom_files(folder)]
+    probabilities = np.array([0.62, 0.38])
+    path = write_dicom_sr(probabilities, ["MGMT_unmethylated", "MGMT_methylated"], files, tmp_path / "sr.dcm", bundle_name="crossd_brats")
+    sr = _store_and_find(client, path, study, "SR")
+    result = read_dicom_sr(sr)
+    np.testing.assert_allclose(result["probabilities"], probabilities)
+    assert result["class_names"] == ["MGMT_unmethylated", "MGMT_methylated"]
+    assert result["predicted_class"] == "MGMT_unmethylated" and result["study_uid"] == study
+    mr = client.search_for_series(study_instance_uid=study, search_filters={"Modality": "MR"})
+    assert set(result["series_uids"]) == {_value(s, "0020000E") for s in mr}
