@@ -34,7 +34,7 @@ TINY = HIPPOCAMPUS_TINY
 def _network():
     from monai_crossd.networks.nets import CrossDUNet
 
-    return CrossDUNet(3, 1, 3, channels=CHANNELS, strides=[2, 2, 2])
+    return CrossDUNet(3, 1, 3, channels=CHANNELS, strides=[2, 2, 2], num_res_units=2)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_train_outputs(trained):
     models = trained / "models"
     assert sorted(p.name for p in models.iterdir()) == ["last.pt", "model.pt", "model_config.json"]
     _network().load_state_dict(torch.load(models / "model.pt", weights_only=True))  # strict
-    assert set(torch.load(models / "last.pt", weights_only=True)) == {"model", "optimizer", "best", "trainer"}
+    assert set(torch.load(models / "last.pt", weights_only=True)) == {"model", "optimizer", "lr_scheduler", "best", "trainer"}
     assert json.loads((models / "model_config.json").read_text())["channels"] == CHANNELS
     assert list((trained / "runs").glob("events.out.tfevents.*"))
     metrics = json.loads((trained / "eval" / "train_metrics.json").read_text())

@@ -33,7 +33,7 @@ CLASSES = ["breastmnist/0", "breastmnist/1", "pneumoniamnist_subset/0", "pneumon
 def _network(spatial_dims=2, num_classes=4):
     from monai_crossd.networks.nets import crossd_resnet18
 
-    return crossd_resnet18(spatial_dims, 1, num_classes, block_inplanes=WIDTHS)
+    return crossd_resnet18(spatial_dims, 1, num_classes, block_inplanes=WIDTHS, conv1_kernel_size=3, conv1_stride=1)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def _epoch(state: dict) -> int:
 def _network(spatial_dims=3, num_classes=2):
     from monai_crossd.networks.nets import crossd_resnet18
 
-    return crossd_resnet18(spatial_dims, 1, num_classes, block_inplanes=WIDTHS)
+    return crossd_resnet18(spatial_dims, 1, num_classes, block_inplanes=WIDTHS, conv1_kernel_size=3, conv1_stride=1)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_train_outputs(trained):
     assert sorted(p.name for p in models.iterdir()) == ["last.pt", "model.pt", "model_config.json"]
     _network().load_state_dict(torch.load(models / "model.pt", weights_only=True))  # strict
     last = torch.load(models / "last.pt", weights_only=True)
-    assert set(last) == {"model", "optimizer", "best", "trainer"} and _epoch(last["trainer"]) == 1
+    assert set(last) == {"model", "optimizer", "lr_scheduler", "best", "trainer"} and _epoch(last["trainer"]) == 1
     assert json.loads((models / "model_config.json").read_text())["widths"] == WIDTHS
     assert list((trained / "runs").glob("events.out.tfevents.*"))
     metrics = json.loads((trained / "eval" / "train_metrics.json").read_text())

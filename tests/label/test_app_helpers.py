@@ -85,6 +85,25 @@ def test_stage_bundle_keeps_trained_weights(tmp_path):
     assert (src / "models" / "model.pt").read_bytes() == b"repo"  # source untouched
 
 
+def test_stage_bundle_takes_shipped_weights(tmp_path):
+    src = _fake_bundle(tmp_path / "repo", "b")
+    shipped = src / "models" / "shipped"
+    shipped.mkdir(parents=True)
+    (shipped / "model.pt").write_bytes(b"shipped")
+    (shipped / "model_config.json").write_text("{}")
+    (shipped / "metrics.json").write_text("{}")
+    dst = bundles.stage_bundle(src, tmp_path / "work")
+    assert sorted(p.name for p in (dst / "models").iterdir()) == ["metrics.json", "model.pt", "model_config.json"]
+    assert (dst / "models" / "model.pt").read_bytes() == b"shipped"
+    assert bundles.ensure_checkpoint(dst) == dst / "models" / "model.pt"  # no initial weights over them
+    assert (dst / "models" / "model.pt").read_bytes() == b"shipped"
+    (src / "models" / "model.pt").write_bytes(b"trained")  # a trained checkpoint in the repository wins...
+    (src / "models" / "model_config.json").write_text("{}")
+    assert (bundles.stage_bundle(src, tmp_path / "other") / "models" / "model.pt").read_bytes() == b"trained"
+    bundles.stage_bundle(src, tmp_path / "work")  # ...but never replaces the weights of a working copy
+    assert (dst / "models" / "model.pt").read_bytes() == b"shipped"
+
+
 def test_ensure_checkpoint(tmp_path):
     b = _fake_bundle(tmp_path, "b")
     ckpt = bundles.ensure_checkpoint(b)

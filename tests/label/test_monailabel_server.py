@@ -204,6 +204,8 @@ def test_monailabel_server(server, tmp_path):
     base = server["base"]
     repo_ckpt = BUNDLES / SEG / "models" / "model.pt"
     repo_ckpt_before = _sha256(repo_ckpt) if repo_ckpt.is_file() else None
+    shipped_ckpt = BUNDLES / SEG / "models" / "shipped" / "model.pt"
+    shipped_before = _sha256(shipped_ckpt)
 
     # /info/: both bundles as infer tasks, the segmentation bundle as a train task
     status, body = _request("GET", f"{base}/info/")
@@ -257,4 +259,5 @@ def test_monailabel_server(server, tmp_path):
 
     # the repository's bundle is untouched: training wrote into the app's working copy only
     assert (_sha256(repo_ckpt) if repo_ckpt.is_file() else None) == repo_ckpt_before
+    assert _sha256(shipped_ckpt) == shipped_before
 

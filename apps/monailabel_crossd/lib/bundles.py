@@ -90,8 +90,10 @@ def resolve_models(conf_models: str | None, bundles_dir: str | os.PathLike) -> d
 def stage_bundle(src: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     """Copy a bundle into ``model_dir`` (configs and docs refreshed each time, ``models/`` kept).
 
-    The source bundle's ``models/`` (checkpoint and companions such as ``model_config.json``) is copied only when the
-    working copy has no ``models/model.pt``, so weights trained from MONAI Label survive a restart. Outputs and demo
+    The source bundle's checkpoint and its companions (such as ``model_config.json``) are copied into the working
+    copy's ``models/`` only when it has no ``models/model.pt``, so weights trained from MONAI Label survive a restart.
+    The checkpoint is the bundle's trained ``models/model.pt`` if there is one, else the weights it ships
+    (``models/shipped/``; :func:`monai_crossd.apps.bundle.checkpoint_file`). Outputs and demo
     data (``eval``, ``runs``, ``logs``, ``demo_data``) are not copied.
 
     Args:
@@ -101,6 +103,8 @@ def stage_bundle(src: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     Returns:
         the working copy's folder, ``model_dir/<bundle name>``.
     """
+    from monai_crossd.apps.bundle import checkpoint_file
+
     src = Path(src)
     dst = Path(model_dir) / src.name
     dst.mkdir(parents=True, exist_ok=True)
@@ -115,8 +119,9 @@ def stage_bundle(src: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     src_models, dst_models = src / "models", dst / "models"
     dst_models.mkdir(exist_ok=True)
     # the checkpoint and its companions (e.g. model_config.json) travel together: only into a copy without one
-    if (src_models / "model.pt").is_file() and not (dst_models / "model.pt").exists():
-        copied = [f for f in src_models.iterdir() if f.is_file() and (f.name == "model.pt" or f.suffix != ".pt")]
+    source = Path(checkpoint_file(src_models))  # trained models/model.pt, else the shipped models/shipped/model.pt
+    if source.is_file() and not (dst_models / "model.pt").exists():
+        copied = [f for f in source.parent.iterdir() if f.is_file() and (f.name == "model.pt" or f.suffix != ".pt")]
         for f in copied:
             shutil.copy2(f, dst_models / f.name)
         logger.info("bundle %s: copied %s into the working copy", src.name, sorted(f.name for f in copied))

@@ -24,7 +24,16 @@ from .checkpoints import (
 )
 from .errors import FailedCasesError, error_chain, error_message
 from .metrics import Accuracy, BalancedAccuracy, PerClassMetrics, accuracy, balanced_accuracy
-from .model_config import MODEL_SHA256_KEY, check_model_pair, file_sha256, read_model_config, write_model_config
+from .model_config import (
+    MODEL_SHA256_KEY,
+    SHIPPED_DIR,
+    check_model_pair,
+    checkpoint_file,
+    file_sha256,
+    model_config_file,
+    read_model_config,
+    write_model_config,
+)
 from .paths import bundle_root_from_config, config_path_from_stack, should_resume
 from .training import FINETUNE_MODES, EpochSeed, read_json, trainable_parameters, with_pretrained_2d, write_json
 from .writers import AtomicNibabelWriter, ClassificationWriter, MetricsHistoryWriter
@@ -33,6 +42,7 @@ __all__ = [
     "FAILED_KEY",
     "FINETUNE_MODES",
     "MODEL_SHA256_KEY",
+    "SHIPPED_DIR",
     "Accuracy",
     "AtomicNibabelWriter",
     "AtomicDiskSaver",
@@ -51,9 +61,11 @@ __all__ = [
     "accuracy",
     "balanced_accuracy",
     "check_model_pair",
+    "checkpoint_file",
     "check_output_dir",
     "collate_cases",
     "file_sha256",
+    "model_config_file",
     "output_file",
     "bundle_root_from_config",
     "config_path_from_stack",

@@ -7,6 +7,11 @@ bytes under :data:`MODEL_SHA256_KEY`. The checkpoint format is unchanged (a plai
 :func:`read_model_config`, which refuses a config whose stamp is not the checkpoint's: a config written by another
 training run (or a run killed between the two renames) is never paired silently with the wrong weights.
 A config written before the stamp existed is read with a warning.
+
+A bundle ships trained weights as ``models/shipped/model.pt`` (with their ``model_config.json``), tracked in the
+repository. Training writes ``models/model.pt`` and never touches them; :func:`checkpoint_file` gives inference and
+evaluation the trained checkpoint when there is one and the shipped one otherwise, so deleting ``models/model.pt``
+(and its ``model_config.json``) goes back to the shipped weights.
 """
 
 from __future__ import annotations
@@ -19,11 +24,55 @@ from typing import Any
 
 from monai_crossd.apps.bundle.training import read_json, write_json
 
-__all__ = ["MODEL_SHA256_KEY", "check_model_pair", "file_sha256", "read_model_config", "write_model_config"]
+__all__ = [
+    "MODEL_SHA256_KEY",
+    "SHIPPED_DIR",
+    "check_model_pair",
+    "checkpoint_file",
+    "file_sha256",
+    "model_config_file",
+    "read_model_config",
+    "write_model_config",
+]
 
 logger = logging.getLogger(__name__)
 
 MODEL_SHA256_KEY = "model_sha256"  #: key of ``model_config.json`` holding the SHA-256 of the checkpoint it describes
+SHIPPED_DIR = "shipped"  #: sub-folder of ``models/`` holding the weights a bundle ships
+
+
+def checkpoint_file(ckpt_dir: str | os.PathLike, filename: str = "model.pt") -> str:
+    """The checkpoint inference uses: ``ckpt_dir/filename`` when training wrote it, else the shipped one.
+
+    Args:
+        ckpt_dir: the bundle's ``models`` folder (``ckpt_dir`` of its configs).
+        filename: the checkpoint's name. Defaults to ``"model.pt"``.
+
+    Returns:
+        ``ckpt_dir/filename`` if it is a file; else ``ckpt_dir/shipped/filename`` if that is a file (logged);
+        else ``ckpt_dir/filename`` (missing: the checkpoint loader reports it).
+
+    Example:
+        >>> import os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> os.makedirs(os.path.join(d, "shipped")); open(os.path.join(d, "shipped", "model.pt"), "wb").close()
+        >>> os.path.relpath(checkpoint_file(d), d)
+        'shipped/model.pt'
+        >>> open(os.path.join(d, "model.pt"), "wb").close()
+        >>> os.path.relpath(checkpoint_file(d), d)
+        'model.pt'
+    """
+    trained = os.path.join(os.fspath(ckpt_dir), filename)
+    shipped = os.path.join(os.fspath(ckpt_dir), SHIPPED_DIR, filename)
+    if os.path.isfile(trained) or not os.path.isfile(shipped):
+        return trained
+    logger.info("no trained %s in %s: using the shipped weights %s.", filename, ckpt_dir, shipped)
+    return shipped
+
+
+def model_config_file(ckpt_file: str | os.PathLike) -> str:
+    """The ``model_config.json`` that belongs to ``ckpt_file`` (the file beside it)."""
+    return os.path.join(os.path.dirname(os.fspath(ckpt_file)), "model_config.json")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -77,7 +77,7 @@ def test_model_config_is_stamped_with_its_checkpoint(trained):
     state = torch.load(trained / "model.pt", weights_only=True)  # still a plain state_dict
     from monai_crossd.networks.nets import CrossDUNet
 
-    CrossDUNet(3, 1, 3, channels=CHANNELS, strides=[2, 2, 2]).load_state_dict(state)
+    CrossDUNet(3, 1, 3, channels=CHANNELS, strides=[2, 2, 2], num_res_units=2).load_state_dict(state)
 
 
 def test_failed_training_leaves_the_deployed_model_untouched(models, shared_data, tmp_path):
