@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# the Orthanc session fixtures (one PACS per session for tests/pacs and tests/label)
+from tests.pacs.fixtures import brain_study_series, hippocampus_series, orthanc  # noqa: F401
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "crossd_reference_visible.pt"
 DATA = SHARED / "data"

@@ -22,7 +22,8 @@ def _store_and_find(client, path, study: str, modality: str) -> pydicom.Dataset:
     written = pydicom.dcmread(path)
     client.store_instances([written])
     series = client.search_for_series(study_instance_uid=study, search_filters={"Modality": modality})
-    assert [_value(s, "0020000E") for s in series] == [written.SeriesInstanceUID]
+    # the session's Orthanc is shared (tests/label stores its results there too): ours is one of the study's
+    assert written.SeriesInstanceUID in [_value(s, "0020000E") for s in series]
     (retrieved,) = client.retrieve_series(study, written.SeriesInstanceUID)
     assert retrieved.SOPInstanceUID == written.SOPInstanceUID
     return retrieved

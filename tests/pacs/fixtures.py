@@ -1,4 +1,5 @@
-"""Session fixtures: one Orthanc (tests/pacs/orthanc.py) holding the real DICOM studies of ../shared/data/dicom."""
+"""Session fixtures shared by tests/pacs and tests/label (imported by tests/conftest.py): one Orthanc (tests/pacs/orthanc.py)
+holding the real DICOM studies of ../shared/data/dicom."""
 
 from __future__ import annotations
 
