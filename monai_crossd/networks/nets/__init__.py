@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .dual import DualDimNet, dual_crossd_resnet18, dual_crossd_unet
 from .resnet import (
     CrossDBasicBlock,
     CrossDBottleneck,
@@ -19,7 +20,10 @@ __all__ = [
     "CrossDResNet",
     "CrossDResidualUnit",
     "CrossDUNet",
+    "DualDimNet",
     "crossd_resnet18",
     "crossd_resnet34",
     "crossd_resnet50",
+    "dual_crossd_resnet18",
+    "dual_crossd_unet",
 ]
