@@ -3,6 +3,7 @@
 - :mod:`monai_crossd.apps.data`: datalists, readers and checks for the data the bundles use (NIfTI, DICOM, npz).
 - :mod:`monai_crossd.apps.bundle`: what the bundles' configs call (checkpoints, writers, metrics, paths, training).
 - :mod:`monai_crossd.apps.dicom`: results as DICOM objects (SEG for label maps, SR for class probabilities), highdicom.
+- :mod:`monai_crossd.apps.hybrid`: one network trained on 2D and 3D batches (mixed loader, per-dimension loss weights).
 - :mod:`monai_crossd.apps.io`: atomic file writes (temporary file, fsync, mode 0644, ``os.replace``) for every writer.
 - :mod:`monai_crossd.apps.probing`: which parameters train under each transfer protocol.
 - :mod:`monai_crossd.apps.transfer`: the 2D -> 3D transfer study, ``python -m monai_crossd.apps.transfer --help``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["bundle", "data", "dicom", "io", "probing", "transfer"]
+__all__ = ["bundle", "data", "dicom", "hybrid", "io", "probing", "transfer"]
 
 
 def __getattr__(name: str):
