@@ -68,7 +68,7 @@ def test_readme_main_job(tmp_path):
     assert list((bundle / "runs").glob("events.out.tfevents.*"))
     metrics = json.loads((bundle / "eval" / "train_metrics.json").read_text())
     config = json.loads((bundle / "models" / "model_config.json").read_text())
-    assert len(metrics["history"]) == 15  # the default max_epochs
+    assert len(metrics["history"]) == 20  # the default max_epochs
     for entry in metrics["history"]:
         assert 0.0 <= entry["val_auc"] <= 1.0 and 0.0 <= entry["val_accuracy"] <= 1.0
     assert config["image_size"] == [32, 32, 32] and "SYNTHETIC" in config["data"]
