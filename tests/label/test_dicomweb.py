@@ -36,7 +36,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.apps.dicom.cases import dicom_files
+from tests.apps.dicom.cases import assert_seg_on_series, dicom_files
 from tests.label.test_monailabel_server import (
     APP,
     BUNDLES,
@@ -193,22 +193,7 @@ def test_dicomweb_seg_and_sr(server, orthanc, hippocampus_series, brain_study_se
     back, names = read_dicom_seg(seg, source)
     np.testing.assert_array_equal(back, predicted)
     assert names == {1: "anterior", 2: "posterior"}
-    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
-    assert algorithm.AlgorithmName == f"monai_crossd {SEG}"
-    first = source[0]
-    assert (seg.Rows, seg.Columns, seg.FrameOfReferenceUID) == (first.Rows, first.Columns, first.FrameOfReferenceUID)
-    assert (seg.PatientID, seg.StudyInstanceUID) == (first.PatientID, study)
-    (referenced,) = seg.ReferencedSeriesSequence
-    assert referenced.SeriesInstanceUID == series
-    assert {str(i.ReferencedSOPInstanceUID) for i in referenced.ReferencedInstanceSequence} == {
-        str(ds.SOPInstanceUID) for ds in source
-    }
-    positions = {str(ds.SOPInstanceUID): ds.ImagePositionPatient for ds in source}
-    for group in seg.PerFrameFunctionalGroupsSequence:  # each frame sits where its source slice sits
-        sop = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
-        np.testing.assert_allclose(group.PlanePositionSequence[0].ImagePositionPatient, positions[sop])
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, first.PixelSpacing)
+    assert_seg_on_series(seg, source, f"monai_crossd {SEG}")
 
     # classifier on the brain study (image: any of its series): an SR with the response's probabilities
     brain_study, t1post = _series_uid(brain_study_series[0])

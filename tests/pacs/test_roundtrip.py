@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from monai_crossd.apps.dicom import read_dicom_seg, read_dicom_sr, write_dicom_seg, write_dicom_sr
-from tests.apps.dicom.cases import dicom_files, hippocampus_label, hippocampus_segment_names
+from tests.apps.dicom.cases import assert_seg_on_series, dicom_files, hippocampus_label, hippocampus_segment_names
 
 pytest.importorskip("dicomweb_client")
 pytest.importorskip("highdicom")
@@ -40,20 +40,7 @@ def test_seg_roundtrip(orthanc, hippocampus_series, tmp_path):
     back, names = read_dicom_seg(seg, source)
     np.testing.assert_array_equal(back, label.numpy())
     assert names == {1: "anterior", 2: "posterior"}
-    assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == (
-        "monai_crossd crossd_hippocampus_segmentation"
-    )
-    assert (seg.Rows, seg.Columns, seg.FrameOfReferenceUID) == (first.Rows, first.Columns, first.FrameOfReferenceUID)
-    positions = {str(ds.SOPInstanceUID): ds.ImagePositionPatient for ds in source}
-    for group in seg.PerFrameFunctionalGroupsSequence:  # each frame sits where its source slice sits
-        sop = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
-        np.testing.assert_allclose(group.PlanePositionSequence[0].ImagePositionPatient, positions[sop])
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, first.PixelSpacing)
-    np.testing.assert_allclose(shared.PlaneOrientationSequence[0].ImageOrientationPatient, first.ImageOrientationPatient)
-    (referenced,) = seg.ReferencedSeriesSequence
-    assert referenced.SeriesInstanceUID == series
-    assert {str(i.ReferencedSOPInstanceUID) for i in referenced.ReferencedInstanceSequence} == set(positions)
+    assert_seg_on_series(seg, source, "monai_crossd crossd_hippocampus_segmentation")
 
 
 def test_sr_roundtrip(orthanc, brain_study_series, tmp_path):

@@ -53,3 +53,23 @@ def sorted_slices(series: Path) -> list[pydicom.Dataset]:
     orientation = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
     return sorted(datasets, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))))
+
+
+def assert_seg_on_series(seg: pydicom.Dataset, source: list[pydicom.Dataset], algorithm_name: str) -> None:
+    """``seg`` was written for the series ``source``: its algorithm, grid, frame positions, spacing, orientation and
+    references to every source instance."""
+    first = source[0]
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == algorithm_name
+    assert (seg.Rows, seg.Columns, seg.FrameOfReferenceUID) == (first.Rows, first.Columns, first.FrameOfReferenceUID)
+    assert (seg.PatientID, seg.StudyInstanceUID) == (first.PatientID, first.StudyInstanceUID)
+    positions = {str(ds.SOPInstanceUID): ds.ImagePositionPatient for ds in source}
+    for group in seg.PerFrameFunctionalGroupsSequence:  # each frame sits where its source slice sits
+        sop = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        np.testing.assert_allclose(group.PlanePositionSequence[0].ImagePositionPatient, positions[sop])
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, first.PixelSpacing)
+    np.testing.assert_allclose(shared.PlaneOrientationSequence[0].ImageOrientationPatient, first.ImageOrientationPatient)
+    (referenced,) = seg.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == first.SeriesInstanceUID
+    assert {str(i.ReferencedSOPInstanceUID) for i in referenced.ReferencedInstanceSequence} == set(positions)
