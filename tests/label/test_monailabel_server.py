@@ -47,7 +47,7 @@ TRAIN_TIMEOUT_S = 150
 pytestmark = pytest.mark.skipif(
     not MONAILABEL.is_file(),
     reason=f"MONAI Label environment not built: {MONAILABEL} is missing (build it as in README 'MONAI Label': "
-    "python3 -m venv .venv-label && .venv-label/bin/pip install -r requirements-label.txt && "
+    "python3 -m venv .venv-label, the main-venv.pth line, .venv-label/bin/pip install -r requirements-label.txt, "
     ".venv-label/bin/pip install --no-deps -e .)",
 )
 
