@@ -34,6 +34,7 @@ from .sanity import (
     world_bounds,
 )
 from .sitk_reader import SIMPLEITK_SUFFIXES, SimpleITKReader
+from .sparse import LabelledSliced, labelled_slice_index, sparse_annotation
 from .split import split_datalist
 
 __all__ = [
@@ -58,6 +59,9 @@ __all__ = [
     "brats_datalist",
     "detect_brats_layout",
     "split_datalist",
+    "LabelledSliced",
+    "labelled_slice_index",
+    "sparse_annotation",
     "study_datalist",
     "DEMO_MARKER",
     "ensure_brats_demo",
