@@ -7,7 +7,8 @@ volumes are fully labelled and each other volume's slice axis, :func:`~monai_cro
 
 - ``3d``: 3D training on the N volumes only (``ratio_2d=0``): ``steps`` 3D batches.
 - ``pretrain``: 2D training on the slices (``ratio_2d=1``, ``steps`` 2D batches), then 3D fine-tuning on the N
-  volumes from its selected weights (``pretrained_2d``; ``steps`` 3D batches).
+  volumes from its last weights (``pretrained_2d``; ``steps`` 3D batches). The 2D stage's best 3D validation Dice
+  is recorded too: how well a network trained on slices alone segments volumes.
 - ``hybrid``: both at once (``ratio_2d`` share of 2D batches), as many 3D batches as ``3d`` (``steps``) and as many
   2D batches as ``pretrain``'s first stage when ``ratio_2d=0.5``.
 - ``reference``: 3D on every training volume fully labelled (``steps`` 3D batches); it does not depend on N.
@@ -180,8 +181,11 @@ def _one_run(cfg: HybridStudyConfig, arm: str, num_full: int, seed: int, scratch
     stages = []
     if arm == "pretrain":
         stages.append(("2d", _train(cfg, work / "stage1", seed, 1.0, num_full, None)))
-        pretrained = str(work / "stage1" / "models" / "model.pt")
-        stages.append(("3d", _train(cfg, work / "stage2", seed, 0.0, num_full, pretrained)))
+        # the 2D stage's last weights: its 3D validation Dice is near zero throughout, so selecting by it would
+        # pick an almost untrained early epoch
+        pretrained = work / "stage1" / "pretrained_2d.pt"
+        torch.save(torch.load(work / "stage1" / "models" / "last.pt", weights_only=True)["model"], pretrained)
+        stages.append(("3d", _train(cfg, work / "stage2", seed, 0.0, num_full, str(pretrained))))
         final = work / "stage2"
     else:
         ratio = {"3d": 0.0, "hybrid": cfg.ratio_2d, "reference": 0.0}[arm]
