@@ -16,7 +16,8 @@ volumes are fully labelled and each other volume's slice axis, :func:`~monai_cro
 Each run keeps the epoch with the best validation mean Dice (3D, validation split), as the bundle does, and reports
 its test Dice. Runs are written to ``<out>/runs/<arm>_n<N>_s<seed>.json`` as they finish and skipped when present,
 so a stopped study resumes, and two processes (e.g. one per seed) can share ``<out>``; :func:`summarize` writes
-``results.json``, ``results.md`` and ``dice_vs_n.png`` from the runs found.
+``results.json``, ``results.md`` and ``dice_vs_n.png`` from the runs found: mean +- std over seeds per arm and N, and
+each arm's difference to ``3d`` paired by seed (the same annotation).
 """
 
 from __future__ import annotations
@@ -257,7 +258,23 @@ def _table(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def _markdown(rows: list[dict], command: str | None) -> str:
+def _paired(runs: list[dict]) -> list[dict]:
+    """Per arm and N, the test mean Dice minus the ``3d`` arm's of the same seed (same annotation), over seeds."""
+    by_key = {(r["arm"], r["num_full"], r["seed"]): r["test"]["mean_dice"] for r in runs}
+    rows = []
+    for arm in ("pretrain", "hybrid"):
+        for n in sorted({r["num_full"] for r in runs if r["arm"] == arm}):
+            seeds = sorted(s for (a, m, s) in by_key if a == arm and m == n and ("3d", n, s) in by_key)
+            if not seeds:
+                continue
+            diff = np.array([by_key[(arm, n, s)] - by_key[("3d", n, s)] for s in seeds])
+            std = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+            rows.append({"arm": arm, "num_full": n, "seeds": seeds, "mean": float(diff.mean()), "std": std,
+                         "better": int((diff > 0).sum())})  # fmt: skip
+    return rows
+
+
+def _markdown(rows: list[dict], paired: list[dict], command: str | None) -> str:
     lines = [
         "# Annotation cost: N fully labelled volumes + one labelled slice of each other volume",
         "",
@@ -271,6 +288,19 @@ def _markdown(rows: list[dict], command: str | None) -> str:
         lines.append(
             f"| {r['arm']} | {r['num_full']} | {len(r['seeds'])} | {' | '.join(cells)} | {r['seconds']:.0f} |"
         )
+    if paired:
+        lines += [
+            "",
+            "Paired by seed (same annotation): test mean Dice minus that of `3d` at the same N and seed.",
+            "",
+            "| arm | N full volumes | seeds | difference to 3d | better than 3d in |",
+            "|---|---|---|---|---|",
+        ]
+        for r in paired:
+            lines.append(
+                f"| {r['arm']} | {r['num_full']} | {len(r['seeds'])} | {r['mean']:+.4f} +- {r['std']:.4f} | "
+                f"{r['better']} of {len(r['seeds'])} seeds |"
+            )
     if command:
         lines += ["", "Command:", "", "```bash", command, "```"]
     return "\n".join(lines) + "\n"
@@ -283,10 +313,10 @@ def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for arm, style in (("3d", "o-"), ("pretrain", "s-"), ("hybrid", "^-")):
+    for arm, style, shift in (("3d", "o-", 0.97), ("pretrain", "s-", 1.0), ("hybrid", "^-", 1.03)):
         data = [r for r in rows if r["arm"] == arm]
         if data:
-            x = [r["num_full"] for r in data]
+            x = [r["num_full"] * shift for r in data]  # side by side on the log axis
             ax.errorbar(x, [r["mean_dice"]["mean"] for r in data], yerr=[r["mean_dice"]["std"] for r in data],
                         fmt=style, capsize=3, label={"3d": "3D only (N volumes)", "pretrain": "2D pretrain -> 3D",
                                                      "hybrid": "hybrid 2D+3D"}[arm])  # fmt: skip
@@ -294,7 +324,10 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.axhline(r["mean_dice"]["mean"], color="grey", ls="--", label=f"3D, all {r['num_full']} volumes labelled")
     ax.set_xlabel("N fully labelled training volumes (the others: one labelled slice)")
     ax.set_ylabel("test mean Dice")
-    ax.set_xticks(sorted({r["num_full"] for r in rows if r["arm"] != "reference"}))
+    ax.set_xscale("log")
+    ticks = sorted({r["num_full"] for r in rows if r["arm"] != "reference"})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("MSD hippocampus: Dice against annotation cost", fontsize=10)
@@ -314,15 +347,16 @@ def summarize(out_dir: str | os.PathLike, command: str | None = None) -> dict:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     if not runs:
         raise ValueError(f"no run in {out / 'runs'}: nothing to summarise.")
-    rows = _table(runs)
+    rows, paired = _table(runs), _paired(runs)
     results = {
         "rows": rows,
+        "paired_vs_3d": paired,
         "runs": len(runs),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
     }
     if command:
         results["command"] = command
     atomic_write_bytes(json.dumps(results, indent=1).encode(), out / "results.json")
-    atomic_write_bytes(_markdown(rows, command).encode(), out / "results.md")
+    atomic_write_bytes(_markdown(rows, paired, command).encode(), out / "results.md")
     _plot(rows, out / "dice_vs_n.png")
     return results

@@ -79,7 +79,13 @@ def test_outputs_and_plot(tiny_study):
     table = (out / "results.md").read_text()
     assert all(f"| {arm} |" in table for arm in ARMS)
     assert (out / "dice_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((out / "results.json").read_text())["runs"] == 7
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"] == 7
+    assert [(r["arm"], r["num_full"]) for r in results["paired_vs_3d"]] == [("pretrain", 1), ("pretrain", 2), ("hybrid", 1), ("hybrid", 2)]
+    runs = {p.stem: json.loads(p.read_text())["test"]["mean_dice"] for p in (out / "runs").glob("*.json")}
+    hybrid1 = next(r for r in results["paired_vs_3d"] if r["arm"] == "hybrid" and r["num_full"] == 1)
+    assert hybrid1["mean"] == pytest.approx(runs["hybrid_n1_s0"] - runs["3d_n1_s0"])
+    assert hybrid1["better"] == int(runs["hybrid_n1_s0"] > runs["3d_n1_s0"]) and "difference to 3d" in table
 
 
 def test_a_second_call_resumes_without_training(tiny_study, monkeypatch):
