@@ -2,7 +2,8 @@
 
 One tiny run (4 training cases: 1 fully labelled, 3 with one labelled slice; channels 4..32; 2 epochs of 2 2D and
 2 3D batches) is shared through a module fixture. Its checkpoint is a plain 3D CrossDUNet's: evaluate.json and the
-network load it unchanged.
+network load it unchanged. A run stopped after its first epoch and resumed (``resume=True``) ends with the weights of
+the uninterrupted run (without the 2D stream's EpochSeed it does not).
 """
 
 from __future__ import annotations
@@ -103,3 +104,35 @@ def test_one_dimension_only_runs_need_only_their_stream(tmp_path):
         **{**TINY, "num_full": 4, "ratio_2d": 0.0, "epoch_length": 2},
     )  # fmt: skip
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def _hybrid_workflow(root: Path, **override):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "hybrid.json")], workflow_type="train",
+        **_dirs(root), **{**TINY, "max_epochs": 2, **override},
+    )  # fmt: skip
+    workflow.initialize()
+    return workflow
+
+
+def test_stopped_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    from ignite.engine import Events
+
+    whole = _hybrid_workflow(tmp_path / "whole")
+    whole.run()
+    whole.finalize()
+    stopped = _hybrid_workflow(tmp_path / "stopped")
+    trainer = stopped.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())  # after last.pt
+    stopped.run()
+    stopped.finalize()
+    assert torch.load(tmp_path / "stopped" / "models" / "last.pt", weights_only=True)["trainer"]["iteration"] == 4
+    resumed = _hybrid_workflow(tmp_path / "stopped", resume=True)
+    resumed.run()
+    resumed.finalize()
+    assert resumed.parser.get_parsed_content("train#trainer").state.iteration == 8
+    a = torch.load(tmp_path / "whole" / "models" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "stopped" / "models" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
