@@ -118,18 +118,25 @@ def _workflow(files: list[str], **override: Any) -> Any:
     return workflow
 
 
+def _run_override(cfg: HybridStudyConfig, work: Path, seed: int, output: str) -> dict[str, Any]:
+    """The overrides every bundle run of the study shares: data, seed, and output folders under ``work``."""
+    return {
+        "bundle_root": str(Path(cfg.bundle).resolve()),
+        "data_dir": cfg.data_dir,
+        "datalist_file": cfg.datalist_file,
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / output),
+        "log_dir": str(work / "runs"),
+        "seed": seed,
+    }
+
+
 def _train(cfg: HybridStudyConfig, work: Path, seed: int, ratio_2d: float, num_full: int, pretrained: str | None) -> dict:
     """One bundle training run into ``work``; the selected checkpoint is ``work/models/model.pt``."""
     length = cfg.epoch_length if ratio_2d in (0.0, 1.0) else round(cfg.epoch_length / (1.0 - ratio_2d))
     override = {
         **cfg.overrides,
-        "bundle_root": str(Path(cfg.bundle).resolve()),
-        "data_dir": cfg.data_dir,
-        "datalist_file": cfg.datalist_file,
-        "ckpt_dir": str(work / "models"),
-        "output_dir": str(work / "eval"),
-        "log_dir": str(work / "runs"),
-        "seed": seed,
+        **_run_override(cfg, work, seed, "eval"),
         "num_full": num_full,
         "ratio_2d": ratio_2d,
         "epoch_length": length,
@@ -158,16 +165,12 @@ def _train(cfg: HybridStudyConfig, work: Path, seed: int, ratio_2d: float, num_f
 
 def _test(cfg: HybridStudyConfig, work: Path, seed: int) -> dict[str, float]:
     """Test Dice of ``work/models/model.pt`` by the bundle's ``evaluate.json`` (a plain 3D ``CrossDUNet``)."""
+    # network settings would override what evaluate.json reads from the checkpoint's model_config.json
+    network_keys = ("channels", "strides", "num_res_units", "up_mode", "conv_kwargs")
     override = {
-        **{k: v for k, v in cfg.overrides.items() if k not in ("channels", "strides", "num_res_units", "conv_kwargs")},
-        "bundle_root": str(Path(cfg.bundle).resolve()),
-        "data_dir": cfg.data_dir,
-        "datalist_file": cfg.datalist_file,
-        "ckpt_dir": str(work / "models"),
-        "output_dir": str(work / "test"),
-        "log_dir": str(work / "runs"),
+        **{k: v for k, v in cfg.overrides.items() if k not in network_keys},
+        **_run_override(cfg, work, seed, "test"),
         "val_key": "test",
-        "seed": seed,
     }
     workflow = _workflow(_configs(cfg, "train.json", "evaluate.json"), **override)
     workflow.run()
