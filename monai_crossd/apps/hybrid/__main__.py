@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes=args.sizes, seeds=args.seeds, arms=args.arms, steps=args.steps, epoch_length=args.epoch_length,
             ratio_2d=args.ratio_2d, overrides=overrides, threads=args.threads,
         )  # fmt: skip
-        run_study(cfg)
-        summarize(args.out, command="python -m monai_crossd.apps.hybrid " + shlex.join(argv))
+        run_study(cfg, command="python -m monai_crossd.apps.hybrid " + shlex.join(argv))
     except ValueError as e:
         parser.error(str(e))
     return 0

@@ -211,8 +211,8 @@ def _training_volumes(datalist_file: str) -> int:
         return len(json.load(f)["training"])
 
 
-def run_study(cfg: HybridStudyConfig) -> dict:
-    """Run every missing run of ``cfg`` (progress logged), then :func:`summarize` ``cfg.out_dir``.
+def run_study(cfg: HybridStudyConfig, command: str | None = None) -> dict:
+    """Run every missing run of ``cfg`` (progress logged), then :func:`summarize` ``cfg.out_dir`` with ``command``.
 
     Raises:
         ValueError: a bad setting (see :meth:`HybridStudyConfig.check`).
@@ -243,7 +243,7 @@ def run_study(cfg: HybridStudyConfig) -> dict:
             "[%d/%d] %s N=%d seed %d: test mean Dice %.3f (anterior %.3f, posterior %.3f), %.0f s",
             i, len(plan), arm, n, seed, t["mean_dice"], t["dice_anterior"], t["dice_posterior"], result["seconds"],
         )  # fmt: skip
-    return summarize(out, command=None)
+    return summarize(out, command=command)
 
 
 def _table(runs: list[dict]) -> list[dict]:
